@@ -1,0 +1,1 @@
+"""Retention rules, holds and the sweep that deletes (rules arrive with the retention issue)."""

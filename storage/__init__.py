@@ -1,0 +1,1 @@
+"""Object storage, envelope encryption, hashing, ingest, index and ledger."""
