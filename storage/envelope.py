@@ -1,0 +1,120 @@
+"""Envelope encryption of one segment: a fresh AES-256-GCM data key, wrapped under a named KEK.
+
+Stored object = header || ciphertext || 16-byte GCM tag. The header (all
+integers big-endian)::
+
+    offset  size  field
+    0       4     magic b"NVRE"
+    4       1     format version (1)
+    5       1     key id length K
+    6       K     key id of the KEK (ASCII)
+    6+K     1     wrapped data key length W (40: RFC 3394 AES key wrap of 32 bytes)
+    7+K     W     wrapped data key
+    7+K+W   12    GCM nonce
+
+The GCM associated data is the header followed by the canonical JSON of the
+segment's context (camera, object key, start, end): swapping an object for
+another camera's or another time's, or editing the header, fails
+authentication. Each data key encrypts exactly one segment, so a random
+nonce can never repeat under one key.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from .errors import IntegrityError, KeyringError
+from .ledger import canonical_json
+
+MAGIC = b"NVRE"
+VERSION = 1
+NONCE_LEN = 12
+TAG_LEN = 16
+
+
+@dataclass(frozen=True)
+class SegmentContext:
+    """What the ciphertext is bound to; any change makes decryption fail."""
+
+    camera: str
+    object_key: str
+    start: str
+    end: str
+
+    def aad(self, header: bytes) -> bytes:
+        return header + canonical_json(
+            {"camera": self.camera, "object_key": self.object_key, "start": self.start, "end": self.end}
+        )
+
+
+@dataclass(frozen=True)
+class Header:
+    key_id: str
+    wrapped_key: bytes
+    nonce: bytes
+    raw: bytes
+
+
+def _build_header(key_id: str, wrapped: bytes, nonce: bytes) -> bytes:
+    kid = key_id.encode("ascii")
+    return MAGIC + struct.pack(">BB", VERSION, len(kid)) + kid + struct.pack(">B", len(wrapped)) + wrapped + nonce
+
+
+def parse_header(blob: bytes) -> Header:
+    """Read the header of a stored object; raises IntegrityError when it is not one of ours."""
+    if len(blob) < 7 or blob[:4] != MAGIC:
+        raise IntegrityError("not an nvr encrypted segment (bad magic)", check="header")
+    version, klen = struct.unpack(">BB", blob[4:6])
+    if version != VERSION:
+        raise IntegrityError(f"unsupported envelope version {version}", check="header")
+    pos = 6 + klen
+    if len(blob) < pos + 1:
+        raise IntegrityError("truncated header", check="header")
+    try:
+        key_id = blob[6:pos].decode("ascii")
+    except UnicodeDecodeError:
+        raise IntegrityError("key id in header is not ASCII", check="header") from None
+    (wlen,) = struct.unpack(">B", blob[pos : pos + 1])
+    wrapped = blob[pos + 1 : pos + 1 + wlen]
+    nonce = blob[pos + 1 + wlen : pos + 1 + wlen + NONCE_LEN]
+    end = pos + 1 + wlen + NONCE_LEN
+    if len(wrapped) != wlen or len(nonce) != NONCE_LEN or len(blob) < end + TAG_LEN:
+        raise IntegrityError("truncated header", check="header")
+    return Header(key_id=key_id, wrapped_key=wrapped, nonce=nonce, raw=blob[:end])
+
+
+def encrypt(plaintext: bytes, context: SegmentContext, key_id: str, kek: bytes) -> bytes:
+    """Encrypt one segment under a fresh data key wrapped by ``kek``."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    wrapped = aes_key_wrap(kek, data_key)
+    nonce = secrets.token_bytes(NONCE_LEN)
+    header = _build_header(key_id, wrapped, nonce)
+    return header + AESGCM(data_key).encrypt(nonce, plaintext, context.aad(header))
+
+
+def decrypt(blob: bytes, context: SegmentContext, kek_for) -> bytes:
+    """Decrypt a stored object; ``kek_for(key_id)`` returns the KEK. Raises IntegrityError on any mismatch."""
+    header = parse_header(blob)
+    try:
+        kek = kek_for(header.key_id)
+    except KeyringError:
+        raise
+    try:
+        data_key = aes_key_unwrap(kek, header.wrapped_key)
+    except InvalidUnwrap:
+        raise IntegrityError(
+            f"data key does not unwrap under KEK {header.key_id}: header altered or wrong key", check="unwrap"
+        ) from None
+    try:
+        return AESGCM(data_key).decrypt(header.nonce, blob[len(header.raw) :], context.aad(header.raw))
+    except InvalidTag:
+        raise IntegrityError(
+            "authentication failed: the object was altered, or belongs to another camera, key or time",
+            check="decrypt",
+        ) from None

@@ -1,0 +1,252 @@
+"""Segment ingest: spool file → hash → encrypt → ledger record → PUT → index → spool removal.
+
+One lane (task) per camera processes that camera's tickets strictly in order,
+because each record links to the one before it; lanes run concurrently and
+share the S3 thread pool, which bounds the blocking work. The steps and what a
+crash at each step leaves are in docs/segment-lifecycle.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .envelope import SegmentContext, encrypt
+from .errors import StorageError, TransientStorageError
+from .index import Index, SegmentRow
+from .keyring import Keyring
+from .ledger import segment_record
+from .objectstore import ObjectStore
+from .spool import ClosedSegment, Spool
+from .times import ms_to_datetime, ms_to_rfc3339, now_ms
+
+log = logging.getLogger("nvr.ingest")
+
+# A hole this long between consecutive segments is reported as a gap (shorter is timestamp rounding).
+GAP_THRESHOLD_MS = 100
+
+
+def object_key(seg: ClosedSegment) -> str:
+    """Time-sortable, deterministic key: ``<camera>/<YYYY>/<MM>/<DD>/<HH>/<start>_<run>-<n>.seg``."""
+    t = ms_to_datetime(seg.start_ms)
+    stamp = t.strftime("%Y%m%dT%H%M%S") + f"{seg.start_ms % 1000:03d}Z"
+    return f"{seg.camera}/{t:%Y/%m/%d/%H}/{stamp}_{seg.stem}.seg"
+
+
+class ChainConflict(StorageError):
+    """The bucket holds an object for this segment that does not fit the index's chain head."""
+
+
+@dataclass
+class IngestStats:
+    segments: int = 0
+    bytes: int = 0
+    object_bytes: int = 0
+    latency_ms: list[int] = field(default_factory=list)  # closed → indexed, most recent last
+    gaps: int = 0
+    errors: int = 0
+
+    def observe(self, row: SegmentRow, closed_ms: int) -> None:
+        self.segments += 1
+        self.bytes += row.size
+        self.object_bytes += row.object_size
+        self.latency_ms.append(max(0, now_ms() - closed_ms))
+        del self.latency_ms[:-1000]
+
+
+EventSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (action, target, detail)
+
+
+async def _no_event(action: str, target: str, detail: dict[str, Any]) -> None:
+    return None
+
+
+class Ingestor:
+    """Ingests one closed segment; every step is idempotent, so it can be re-run after any crash."""
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        index: Index,
+        keyring: Keyring,
+        spool: Spool,
+        node_id: str,
+        lock_seconds: float = 0.0,
+        on_event: EventSink | None = None,
+    ):
+        self.store = store
+        self.index = index
+        self.keyring = keyring
+        self.spool = spool
+        self.node_id = node_id
+        self.lock_seconds = lock_seconds
+        self.on_event = on_event or _no_event
+        self.stats = IngestStats()
+
+    def _read_and_hash(self, seg: ClosedSegment) -> tuple[bytes, str]:
+        data = self.spool.path(seg).read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _seal(self, data: bytes, ctx: SegmentContext) -> tuple[bytes, str, str]:
+        key_id = self.keyring.current_kek_id
+        blob = encrypt(data, ctx, key_id, self.keyring.kek(key_id))
+        return blob, hashlib.sha256(blob).hexdigest(), key_id
+
+    async def ingest(self, seg: ClosedSegment) -> SegmentRow:
+        """Store ``seg`` durably and index it, then remove it from the spool."""
+        key = object_key(seg)
+        done = await asyncio.to_thread(self.index.segment_by_object_key, key)
+        if done is not None:  # crash after indexing, before the spool file was removed
+            await asyncio.to_thread(self.spool.remove, seg)
+            return done
+        if not self.spool.path(seg).exists():
+            raise StorageError(f"{seg.camera}/{seg.file}: ticket without its segment file and not in the index")
+
+        data, sha = await asyncio.to_thread(self._read_and_hash, seg)
+        head = await asyncio.to_thread(self.index.chain_head, seg.camera)
+        prev_end = await asyncio.to_thread(self.index.last_end_ms, seg.camera)
+        start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
+
+        stored = await self.store.run(self.store.stat, key)
+        if stored is not None:
+            rec = stored.record or {}
+            if rec.get("sha256") != sha or rec.get("seq") != head.next_seq() or rec.get("prev") != head.hash:
+                raise ChainConflict(
+                    f"{key} already exists in the bucket with a record that does not continue "
+                    f"{seg.camera}'s chain at seq {head.next_seq()}; run `nvr reindex` to reconcile"
+                )
+            record, version_id = rec, stored.version_id  # crash after PUT, before indexing
+        else:
+            ctx = SegmentContext(camera=seg.camera, object_key=key, start=start, end=end)
+            blob, obj_sha, key_id = await self.store.run(self._seal, data, ctx)
+            record = segment_record(
+                head=head, start=start, end=end, partial=seg.partial, size=len(data), sha256=sha,
+                object_key=key, object_size=len(blob), object_sha256=obj_sha, key_id=key_id, node=self.node_id,
+            )
+            retain = ms_to_datetime(now_ms()) + timedelta(seconds=self.lock_seconds) if self.lock_seconds else None
+            version_id = await self.store.run(
+                lambda: self.store.put(key, blob, record=record, retain_until=retain)
+            )
+            del blob
+        row = await asyncio.to_thread(self.index.insert_segment, record, version_id=version_id)
+        await asyncio.to_thread(self.spool.remove, seg)
+        self.stats.observe(row, seg.closed_ms)
+
+        if prev_end is not None and row.start_ms - prev_end > GAP_THRESHOLD_MS:
+            self.stats.gaps += 1
+            await self.on_event("recording.gap", seg.camera, {
+                "from": ms_to_rfc3339(prev_end), "to": start, "seconds": (row.start_ms - prev_end) / 1000,
+            })
+        if seg.partial:
+            await self.on_event("segment.partial", seg.camera, {"segment": row.id, "start": start, "end": end})
+        return row
+
+
+class IngestService:
+    """Owns one lane task per camera; lanes wake on a notification or a periodic rescan."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        retry_max: float = 60.0,
+        rescan_seconds: float = 15.0,
+        on_change: Callable[[], None] | None = None,
+    ):
+        self.ingestor = ingestor
+        self.on_change = on_change or (lambda: None)
+        self.spool = ingestor.spool
+        self.retry_max = retry_max
+        self.rescan_seconds = rescan_seconds
+        self._wake: dict[str, asyncio.Event] = {}
+        self._lanes: dict[str, asyncio.Task] = {}
+        self._idle: dict[str, asyncio.Event] = {}
+        self.storage_error: str | None = None  # set while S3 is unreachable
+        self.lane_errors: dict[str, str] = {}
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.ingestor.stats
+
+    def notify(self, camera: str) -> None:
+        """A ticket was written for ``camera``: wake (or start) its lane."""
+        if camera not in self._lanes:
+            self._wake[camera] = asyncio.Event()
+            self._idle[camera] = asyncio.Event()
+            self._lanes[camera] = asyncio.create_task(self._lane(camera), name=f"ingest:{camera}")
+        self._idle[camera].clear()
+        self._wake[camera].set()
+
+    async def start(self) -> None:
+        """Start lanes for every camera with tickets already waiting in the spool."""
+        for camera in await asyncio.to_thread(self.spool.cameras):
+            self.notify(camera)
+
+    async def _lane(self, camera: str) -> None:
+        delay = 0.5
+        wake, idle = self._wake[camera], self._idle[camera]
+        while True:
+            seg = await asyncio.to_thread(self.spool.next_ticket, camera)
+            if seg is None:
+                wake.clear()
+                idle.set()
+                try:
+                    await asyncio.wait_for(wake.wait(), self.rescan_seconds)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self.ingestor.ingest(seg)
+            except TransientStorageError as e:
+                self.ingestor.stats.errors += 1
+                if self.storage_error is None:
+                    log.error("S3 unavailable, segments stay in the spool and are retried: %s", e)
+                self.storage_error = str(e)
+                self.lane_errors[camera] = str(e)
+                self.on_change()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.retry_max)
+                continue
+            except Exception as e:  # a permanent problem with this segment: never drop it, alarm and retry slowly
+                self.ingestor.stats.errors += 1
+                msg = f"{type(e).__name__}: {e}"
+                if self.lane_errors.get(camera) != msg:
+                    log.error("camera %s: segment %s can't be ingested, kept in the spool: %s", camera, seg.file, msg)
+                    await self.ingestor.on_event("ingest.error", camera, {"file": seg.file, "error": msg})
+                self.lane_errors[camera] = msg
+                self.on_change()
+                await asyncio.sleep(self.retry_max)
+                continue
+            if self.storage_error is not None:
+                log.warning("S3 reachable again, uploading the spool backlog")
+            self.storage_error = None
+            self.lane_errors.pop(camera, None)
+            delay = 0.5
+            self.on_change()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every lane has emptied its spool queue (True) or ``timeout`` passes (False)."""
+        for camera in list(self._lanes):
+            self.notify(camera)
+        waits = [asyncio.create_task(ev.wait()) for ev in self._idle.values()]
+        if not waits:
+            return True
+        done, pending = await asyncio.wait(waits, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        return not pending
+
+    async def stop(self) -> None:
+        """Cancel every lane and wait for it; tickets left behind are ingested at the next start."""
+        lanes = list(self._lanes.values())
+        for task in reversed(lanes):
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()

@@ -1,0 +1,97 @@
+"""The per-camera ledger: records as canonical JSON, each chained to the previous by SHA-256.
+
+Canonical JSON is ``json.dumps(record, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` encoded as UTF-8; a record's hash is the hex SHA-256 of
+those bytes. Anyone can recompute it with any JSON library that sorts keys.
+Record ``seq`` numbers start at 0 per camera; the first record's ``prev`` is
+64 zeros. Later record types (tombstones, exports) chain the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+GENESIS = "0" * 64
+RECORD_VERSION = 1
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the record's canonical JSON."""
+    return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last record of a camera's chain (``seq`` -1 and the genesis hash when empty)."""
+
+    camera: str
+    seq: int = -1
+    hash: str = GENESIS
+
+    def next_seq(self) -> int:
+        return self.seq + 1
+
+
+def segment_record(
+    *,
+    head: ChainHead,
+    start: str,
+    end: str,
+    partial: bool,
+    size: int,
+    sha256: str,
+    object_key: str,
+    object_size: int,
+    object_sha256: str,
+    key_id: str,
+    node: str,
+) -> dict[str, Any]:
+    """The ledger record of one stored segment, linked to ``head``."""
+    return {
+        "v": RECORD_VERSION,
+        "type": "segment",
+        "camera": head.camera,
+        "seq": head.next_seq(),
+        "prev": head.hash,
+        "start": start,
+        "end": end,
+        "partial": partial,
+        "size": size,
+        "sha256": sha256,
+        "object_key": object_key,
+        "object_size": object_size,
+        "object_sha256": object_sha256,
+        "key_id": key_id,
+        "node": node,
+    }
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int
+    problem: str
+
+
+def verify_chain(camera: str, records: Iterable[Mapping[str, Any]], *, start: ChainHead | None = None) -> list[ChainBreak]:
+    """Every place where ``records`` (in seq order) fail to form ``camera``'s chain; empty when intact."""
+    head = start or ChainHead(camera)
+    breaks: list[ChainBreak] = []
+    for rec in records:
+        seq = rec.get("seq")
+        if rec.get("camera") != camera:
+            breaks.append(ChainBreak(seq, f"record belongs to camera {rec.get('camera')!r}"))
+        if seq != head.next_seq():
+            breaks.append(ChainBreak(seq, f"expected seq {head.next_seq()}, found {seq}"))
+        if rec.get("prev") != head.hash:
+            breaks.append(ChainBreak(seq, "prev does not match the hash of the record before it"))
+        head = ChainHead(camera, seq if isinstance(seq, int) else head.next_seq(), record_hash(rec))
+    return breaks

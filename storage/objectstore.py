@@ -1,0 +1,164 @@
+"""The bucket, through the minio SDK: PUT/GET/HEAD of segment objects and bucket set-up.
+
+The SDK is blocking; every call runs on a bounded thread pool whose size equals
+the HTTP connection pool, so no call ever waits on a connection while holding
+a thread. Network failures and 5xx answers become :class:`TransientStorageError`
+(retry later, keep the spool file); other S3 errors are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import GOVERNANCE
+from minio.error import S3Error, ServerError
+from minio.retention import Retention
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+from .errors import StorageError, TransientStorageError
+
+log = logging.getLogger("nvr.s3")
+
+RECORD_META = "nvr-record"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    version_id: str | None
+    record: dict[str, Any] | None
+    legal_hold: bool
+
+
+def _header(headers: Any, name: str) -> str | None:
+    wanted = name.lower()
+    for k, v in headers.items():
+        if k.lower() == wanted:
+            return v
+    return None
+
+
+class ObjectStore:
+    """One bucket on one S3 endpoint."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        secure: bool = False,
+        region: str = "",
+        ca_file: str = "",
+        max_connections: int = 8,
+        object_lock: bool = False,
+    ):
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.object_lock = object_lock
+        timeout = urllib3.Timeout(connect=5, read=60)
+        # Few SDK-level retries: the ingest loop owns retrying with back-off and reports the outage.
+        retries = urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504])
+        kwargs: dict[str, Any] = {"timeout": timeout, "maxsize": max_connections, "retries": retries, "block": True}
+        if secure:
+            ctx = ssl.create_default_context(cafile=ca_file or None)
+            kwargs["ssl_context"] = ctx
+        self._http = urllib3.PoolManager(**kwargs)
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+            region=region or None, http_client=self._http,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="s3")
+        self.max_connections = max_connections
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call on the S3 thread pool, mapping failures to our errors."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._guard, fn, args)
+
+    def _guard(self, fn: Callable[..., T], args: tuple) -> T:
+        try:
+            return fn(*args)
+        except ServerError as e:
+            raise TransientStorageError(f"S3 {self.endpoint} answered {e.status_code}: {e}") from e
+        except S3Error as e:
+            if e.code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
+                raise TransientStorageError(f"S3 {self.endpoint}: {e.code}: {e.message}") from e
+            raise StorageError(f"S3 {self.endpoint}: {e.code}: {e.message} ({e.resource})") from e
+        except (Urllib3HTTPError, OSError) as e:
+            raise TransientStorageError(f"S3 {self.endpoint} unreachable: {type(e).__name__}: {e}") from e
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._http.clear()
+
+    # ------------------------------------------------------------------ bucket
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket (with object lock when configured) if it is missing; check lock otherwise."""
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket, object_lock=self.object_lock)
+            log.info("created bucket %s%s", self.bucket, " with object lock" if self.object_lock else "")
+            return
+        if self.object_lock:
+            try:
+                self.client.get_object_lock_config(self.bucket)
+            except S3Error as e:
+                raise StorageError(
+                    f"storage.object_lock is on but bucket {self.bucket} has no object lock ({e.code}); "
+                    "object lock can only be enabled when a bucket is created"
+                ) from e
+
+    # ------------------------------------------------------------------ objects
+
+    def put(
+        self, key: str, data: bytes, *, record: dict[str, Any], retain_until: datetime | None = None
+    ) -> str | None:
+        """PUT one object with its ledger record in the metadata; returns the version id (if versioned)."""
+        retention = Retention(GOVERNANCE, retain_until) if (retain_until and self.object_lock) else None
+        result = self.client.put_object(
+            self.bucket, key, io.BytesIO(data), len(data),
+            content_type="application/octet-stream",
+            metadata={RECORD_META: json.dumps(record, sort_keys=True, separators=(",", ":"))},
+            retention=retention,
+        )
+        return result.version_id
+
+    def stat(self, key: str, version_id: str | None = None) -> StoredObject | None:
+        """HEAD an object; None when it does not exist."""
+        try:
+            st = self.client.stat_object(self.bucket, key, version_id=version_id)
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+        raw = _header(st.metadata, f"x-amz-meta-{RECORD_META}")
+        try:
+            record = json.loads(raw) if raw else None
+        except ValueError:
+            record = None
+        hold = (_header(st.metadata, "x-amz-object-lock-legal-hold") or "").upper() == "ON"
+        return StoredObject(key=key, size=st.size or 0, version_id=st.version_id, record=record, legal_hold=hold)
+
+    def get(self, key: str, version_id: str | None = None) -> bytes:
+        """The whole object."""
+        resp = self.client.get_object(self.bucket, key, version_id=version_id)
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()

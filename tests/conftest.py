@@ -1,0 +1,111 @@
+"""Fixtures that start real services: SeaweedFS S3, a GStreamer RTSP camera simulator, the nvr server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from minio import Minio
+
+from nvr.app import NvrServer
+from nvr.config import Config, parse_config
+from storage.embedded_s3 import EmbeddedS3, S3Endpoint
+from tests.support import tomlw
+from tests.support.rtsp import RtspSimulator, gst_available, make_clip
+
+MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
+_bucket_ids = itertools.count(1)
+
+
+class LoopThread:
+    """An event loop on its own thread, for session-wide services started from sync fixtures."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fixture-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory) -> S3Endpoint:
+    """One embedded SeaweedFS for the session; each test gets its own bucket."""
+    lt = LoopThread()
+    emb = EmbeddedS3(tmp_path_factory.mktemp("s3"))
+    ep = lt.run(emb.start())
+    yield ep
+    lt.run(emb.stop())
+    lt.close()
+
+
+def minio_client(ep: S3Endpoint) -> Minio:
+    return Minio(ep.endpoint, access_key=ep.access_key, secret_key=ep.secret_key, secure=ep.secure)
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"t{os.getpid()}-{next(_bucket_ids)}"
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    # One keyframe per second, so 2-second segments cut on time.
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.h264", width=320, height=240, fps=15, seconds=4, gop=15)
+
+
+@pytest.fixture(scope="session")
+def rtsp(clip) -> RtspSimulator:
+    reason = gst_available()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"GStreamer RTSP server unavailable in CI: {reason}")
+        pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
+    sim = RtspSimulator()
+    sim.start(mounts=MOUNTS, clip=clip)
+    yield sim
+    sim.stop()
+
+
+def make_config(tmp_path: Path, ep: S3Endpoint, bucket: str, cameras: list[dict[str, Any]], **overrides) -> Config:
+    """A config for a test server (short segments and back-off, HTTP on a free port), also written to nvr.toml."""
+    recording = {"segment_seconds": 2, "backoff_initial": "0.3s", "backoff_max": "2s", "connect_timeout": "3s",
+                 "healthy_after": "20s", "stop_grace": "5s"}
+    recording.update(overrides.pop("recording", {}))
+    storage = {"endpoint": ep.endpoint, "access_key": ep.access_key, "secret_key": ep.secret_key,
+               "bucket": bucket, "retry_max": "2s"}
+    storage.update(overrides.pop("storage", {}))
+    data = {
+        "server": {"listen": "127.0.0.1:0", "data_dir": str(tmp_path / "data")},
+        "storage": storage,
+        "recording": recording,
+        "cameras": cameras,
+        **overrides,
+    }
+    (tmp_path / "nvr.toml").write_text(tomlw.dumps(data))
+    return parse_config(data, source=str(tmp_path / "nvr.toml"), base=tmp_path)
+
+
+@asynccontextmanager
+async def running(cfg: Config, **kw) -> AsyncIterator[NvrServer]:
+    async with NvrServer(cfg, **kw) as srv:
+        yield srv
+
+
+async def wait_segments(srv: NvrServer, camera: str, count: int, timeout: float) -> None:
+    """Wait until ``camera`` has ``count`` segments in the index (event-driven: every ingest fires the pulse)."""
+    index = srv.backend.index
+    await srv.pulse.wait_until(lambda: len(index.segments(camera)) >= count, timeout)

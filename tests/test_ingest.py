@@ -1,0 +1,121 @@
+"""The ingest pipeline against real S3: crash at each step, re-run, exactly one object/row/record; tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from storage.errors import IntegrityError
+from storage.index import Index
+from storage.ingest import Ingestor
+from storage.keyring import Keyring
+from storage.ledger import verify_chain
+from storage.objectstore import RECORD_META, ObjectStore
+from storage.retrieve import open_segment
+from storage.spool import ClosedSegment, Spool
+from tests.conftest import minio_client
+from tests.support import tomlw
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_764_421_200_000
+
+
+class Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+@pytest.fixture
+def parts(tmp_path, s3, bucket):
+    store = ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, bucket=bucket)
+    store.ensure_bucket()
+    index = Index(tmp_path / "index.sqlite3")
+    keyring = Keyring.open(tmp_path / "keyring")
+    spool = Spool(tmp_path / "spool")
+    ingestor = Ingestor(store=store, index=index, keyring=keyring, spool=spool, node_id="test")
+    yield ingestor
+    index.close()
+    store.close()
+
+
+def spool_segment(spool: Spool, camera: str, n: int, payload: bytes | None = None) -> ClosedSegment:
+    seg = ClosedSegment(camera=camera, file=f"r{T0:013d}-{n:06d}.mp4", run=f"r{T0:013d}", n=n,
+                        start_ms=T0 + n * 2000, end_ms=T0 + (n + 1) * 2000, partial=False, closed_ms=T0)
+    spool.path(seg).parent.mkdir(parents=True, exist_ok=True)
+    spool.path(seg).write_bytes(payload if payload is not None else os.urandom(3000) + bytes([n]))
+    spool.write_ticket(seg)
+    return seg
+
+
+def versions(store: ObjectStore, prefix: str) -> list:
+    return list(store.client.list_objects(store.bucket, prefix=prefix, recursive=True, include_version=True))
+
+
+@pytest.mark.parametrize("crash_at", ["put", "index", "spool_remove"])
+async def test_crash_at_any_step_then_rerun_gives_exactly_one_of_each(parts, crash_at, monkeypatch):
+    ing: Ingestor = parts
+    first = spool_segment(ing.spool, "cam", 0)
+    await ing.ingest(first)
+    seg = spool_segment(ing.spool, "cam", 1)
+
+    target = {"put": (ing.store, "put"), "index": (ing.index, "insert_segment"),
+              "spool_remove": (ing.spool, "remove")}[crash_at]
+    real = getattr(*target)
+
+    def crash_after(*a, **kw):
+        real(*a, **kw)  # the step completes, then the process "dies"
+        raise Crash(crash_at)
+
+    monkeypatch.setattr(*target, crash_after)
+    with pytest.raises(Crash):
+        await ing.ingest(seg)
+    monkeypatch.setattr(*target, real)
+
+    # Restart: the ticket is still in the spool, so the lane re-runs the whole job.
+    left = ing.spool.next_ticket("cam")
+    if crash_at != "spool_remove":
+        assert left == seg
+    if left is not None:
+        await ing.ingest(left)
+    rows = ing.index.segments("cam")
+    assert [r.seq for r in rows] == [0, 1]
+    assert len(versions(ing.store, "cam/")) == 2
+    assert verify_chain("cam", ing.index.ledger_records("cam")) == []
+    assert ing.spool.next_ticket("cam") is None and not ing.spool.path(seg).exists()
+    plain = await ing.store.run(open_segment, ing.store, ing.index, ing.keyring, rows[1])
+    assert hashlib.sha256(plain).hexdigest() == rows[1].sha256
+
+
+async def test_flipped_byte_in_object_fails_with_a_clear_error(parts, tmp_path, s3, bucket):
+    ing: Ingestor = parts
+    row = await ing.ingest(spool_segment(ing.spool, "cam", 0))
+    client = minio_client(s3)
+    st = client.stat_object(bucket, row.object_key)
+    blob = bytearray(client.get_object(bucket, row.object_key).read())
+    blob[len(blob) // 2] ^= 0x01
+    client.put_object(bucket, row.object_key, io.BytesIO(bytes(blob)), len(blob),
+                      metadata={RECORD_META: st.metadata[f"x-amz-meta-{RECORD_META}"]})
+    with pytest.raises(IntegrityError) as err:
+        await ing.store.run(open_segment, ing.store, ing.index, ing.keyring, row)
+    assert err.value.check == "object_sha256" and row.id in str(err.value)
+
+    # The same through the CLI: exit code 3 and a message naming the failed check, no traceback.
+    (tmp_path / "data").mkdir()
+    os.replace(tmp_path / "index.sqlite3", tmp_path / "data" / "index.sqlite3")
+    os.replace(tmp_path / "keyring", tmp_path / "data" / "keyring")
+    cfg_file = tmp_path / "nvr.toml"
+    cfg_file.write_text(tomlw.dumps({
+        "server": {"data_dir": str(tmp_path / "data")},
+        "storage": {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key, "bucket": bucket},
+    }))
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run([sys.executable, "-m", "nvr.cli", "fetch", row.id, "-o", str(out), "--config", str(cfg_file)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "VERIFICATION FAILED (object_sha256)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -1,0 +1,37 @@
+import pytest
+
+from nvr.redact import redact_text, redact_url, url_secrets
+from nvr.units import parse_duration, parse_size
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("10s", 10), ("250ms", 0.25),
+                                               ("1.5m", 90), (15, 15), (2.5, 2.5), ("2w", 1209600)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["10", "ten s", "-5s", "5 parsecs", -1, True, "1d2h"])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(("text", "n"), [("500GiB", 500 * 2**30), ("20GB", 20 * 10**9), ("1 KiB", 1024), (42, 42)])
+def test_sizes(text, n):
+    assert parse_size(text) == n
+
+
+@pytest.mark.parametrize("bad", ["20", "20gib", "-1GiB", 1.5, "GiB"])
+def test_bad_sizes(bad):
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def test_redaction_covers_userinfo_query_and_bare_secrets():
+    url = "rtsp://admin:s%40cret99@cam.local:554/live?user=bob&password=pw12345"
+    assert redact_url(url) == "rtsp://***@cam.local:554/live?user=***&password=***"
+    secrets = url_secrets(url)
+    assert "s@cret99" in secrets and "s%40cret99" in secrets
+    line = "[rtsp @ 0x1] method DESCRIBE failed: 401 for rtsp://admin:s%40cret99@cam.local/live, tried s@cret99"
+    clean = redact_text(line, secrets)
+    assert "cret99" not in clean and "admin" not in clean
