@@ -5,7 +5,7 @@ Start order (an AsyncExitStack unwinds it last-in first-out):
 1. keyring, index, S3 (embedded SeaweedFS or the configured endpoint), bucket
 2. ingest lanes (anything left in the spool from a previous run starts uploading)
 3. spool recovery: files without a ticket become partial segments
-4. recorders, one per enabled camera
+4. camera registry (config cameras imported) and a recorder per enabled camera
 5. spool watch
 6. HTTP server
 
@@ -24,15 +24,20 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from storage.index import SegmentRow
 from storage.ingest import Ingestor, IngestService
+from storage.retrieve import open_segment
 from storage.spool import ClosedSegment, Spool
 
 from . import __version__
 from .api import build_app
 from .audit import AuditLog
+from .auth import create_token
 from .backend import Backend, open_backend
+from .cameras import CameraRegistry
 from .config import DEMO_CAMERAS, CameraConfig, Config
 from .ffmpeg import find_ffmpeg
+from .metrics import HttpMetrics
 from .pulse import Pulse
 from .recorder import CameraRecorder
 from .recovery import recover_camera
@@ -60,6 +65,9 @@ class NvrServer:
         self.audit: AuditLog | None = None
         self.ingest: IngestService | None = None
         self.recorders: RecorderSupervisor | None = None
+        self.cameras: CameraRegistry | None = None
+        self.metrics = HttpMetrics()
+        self.clip_tmp = cfg.data_dir / "tmp" / "clips"
         self.spoolwatch: SpoolWatch | None = None
         self.http_port: int | None = None
         self.pulse = Pulse()  # fired on every segment, ingest, status change
@@ -125,17 +133,20 @@ class NvrServer:
 
         self.recorders = RecorderSupervisor(self._make_recorder)
         stack.push_async_callback(self.recorders.stop_all)
-        for camera in cfg.cameras:
-            if camera.enabled:
-                self.recorders.start(camera)
-            else:
-                log.info("camera %s is disabled, not recording", camera.id)
+        self.cameras = CameraRegistry(backend.index, self.recorders, self.audit)
+        await self.cameras.load(cfg.cameras)
 
         self.spoolwatch = SpoolWatch(
             self.spool, self.audit, limit_bytes=cfg.recording.spool_limit_bytes,
             min_free_bytes=cfg.recording.min_free_bytes,
         )
         await self._own_task(self.spoolwatch.run(), "spool-watch")
+
+        await asyncio.to_thread(_fresh_private_dir, self.clip_tmp)
+        if self.demo:
+            token = await asyncio.to_thread(_demo_token, backend.index)
+            print(f"demo admin token (shown once): {token}", flush=True)
+            await self.audit.system("token.create", "demo-admin", {"role": "admin", "by": "serve --demo"})
 
         runner = web.AppRunner(build_app(self), access_log=None)
         await runner.setup()
@@ -165,6 +176,12 @@ class NvrServer:
             left, files = await asyncio.to_thread(self.spool.usage)
             log.warning("shutdown: %d segment(s) still in the spool; they are uploaded at the next start", files)
 
+    async def read_segment(self, row: SegmentRow) -> bytes:
+        """A segment's original bytes, every hash and the ledger checked (raises IntegrityError)."""
+        b = self.backend
+        assert b is not None
+        return await b.store.run(open_segment, b.store, b.index, b.keyring, row)
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict:
@@ -188,6 +205,19 @@ class NvrServer:
             },
             "alarms": alarms,
         }
+
+
+def _fresh_private_dir(path) -> None:
+    """An empty directory of mode 0700 (decrypted footage passes through it)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+
+
+def _demo_token(index) -> str:
+    index.revoke_token("demo-admin")
+    return create_token(index, name="demo-admin", role="admin", cameras=None)
 
 
 async def serve(cfg: Config, *, demo: bool = False, stop: asyncio.Event | None = None) -> None:

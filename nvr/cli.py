@@ -76,6 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("keys", parents=[common], help="list or rotate keys")
     s.add_argument("action", choices=["list", "rotate-kek", "rotate-signing"])
 
+    s = sub.add_parser("token", parents=[common], help="create, revoke or list API tokens")
+    tsub = s.add_subparsers(dest="token_action", required=True)
+    t = tsub.add_parser("create", parents=[common], help="create a token; prints it once on stdout")
+    t.add_argument("--name", required=True)
+    t.add_argument("--role", required=True, choices=["viewer", "evidence", "admin"])
+    t.add_argument("--cameras", default=None, help="comma-separated camera ids the token is limited to")
+    t = tsub.add_parser("revoke", parents=[common], help="revoke a token by name")
+    t.add_argument("name")
+    tsub.add_parser("list", parents=[common], help="list tokens (never the tokens themselves)")
+
     sub.add_parser("check-config", parents=[common], help="validate the config and print a summary")
     return p
 
@@ -166,6 +176,47 @@ def _keys(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(cfg: Config, args: argparse.Namespace) -> int:
+    from storage.index import Index
+
+    from .auth import create_token
+    from .config import CAMERA_ID_RE
+
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    index = Index(cfg.index_path)
+    audit = AuditLog(index)
+    try:
+        if args.token_action == "create":
+            cameras = None
+            if args.cameras is not None:
+                cameras = sorted({c.strip() for c in args.cameras.split(",") if c.strip()})
+                bad = [c for c in cameras if not CAMERA_ID_RE.match(c)]
+                if not cameras or bad:
+                    raise ConfigError("--cameras", f"{', '.join(bad) or '(empty)'}: not camera ids")
+            try:
+                token = create_token(index, name=args.name, role=args.role, cameras=cameras)
+            except (ValueError, StorageError) as e:
+                raise ConfigError("--name", str(e)) from None
+            asyncio.run(audit.record("token.create", args.name, {"role": args.role, "cameras": cameras},
+                                     actor=cli_actor()))
+            print(token)
+            print(f"token {args.name!r} ({args.role}) created; it is shown only this once", file=sys.stderr)
+        elif args.token_action == "revoke":
+            if not index.revoke_token(args.name):
+                print(f"nvr: no live token named {args.name!r}", file=sys.stderr)
+                return EXIT_FAIL
+            asyncio.run(audit.record("token.revoke", args.name, {}, actor=cli_actor()))
+            print(f"token {args.name!r} revoked", file=sys.stderr)
+        else:
+            for name, role, cams, created, revoked in index.tokens():
+                state = f"revoked {ms_to_rfc3339(revoked)}" if revoked else "live"
+                scope = ",".join(cams) if cams is not None else "all cameras"
+                print(f"{name:<24} {role:<9} {scope:<30} created {ms_to_rfc3339(created)}  {state}")
+    finally:
+        index.close()
+    return 0
+
+
 def _check_config(cfg: Config) -> int:
     print(f"config ok: data dir {cfg.data_dir}, listen {cfg.server.listen_host}:{cfg.server.listen_port}, "
           f"storage {cfg.storage.endpoint or 'embedded SeaweedFS'} bucket {cfg.storage.bucket}")
@@ -190,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_fetch(cfg, args))
         if args.command == "keys":
             return _keys(cfg, args)
+        if args.command == "token":
+            return _token(cfg, args)
         return _check_config(cfg)
     except ConfigError as e:
         print(f"nvr: config error: {e}", file=sys.stderr)

@@ -32,6 +32,7 @@ class ServerConfig:
     listen_port: int = 8080
     data_dir: Path = Path("./nvr-data")
     node_id: str = ""
+    max_clip_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,14 @@ class CameraConfig:
     def display_url(self) -> str:
         """The URL with credentials removed, the only form that may be printed."""
         return redact_url(self.url)
+
+    def to_table(self) -> dict[str, Any]:
+        """The camera as a config table (what :func:`camera_from_table` reads back)."""
+        table: dict[str, Any] = {"id": self.id, "url": self.url, "name": self.name, "enabled": self.enabled,
+                                 "rtsp_transport": self.rtsp_transport, "audio": self.audio}
+        if self.segment_seconds is not None:
+            table["segment_seconds"] = self.segment_seconds
+        return table
 
 
 @dataclass(frozen=True)
@@ -162,11 +171,11 @@ class _Section:
         self.path = path
         self.source = source
 
-    def _key(self, name: str) -> str:
+    def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
     def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(self._key(name), message, source=self.source)
+        return ConfigError(self.key(name), message, source=self.source)
 
     def take(self, name: str, types: type | tuple[type, ...], default: Any) -> Any:
         if name not in self.table:
@@ -262,8 +271,9 @@ def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
         raise ConfigError(key, f"{shown!r} has port 0", source=source)
 
 
-def _camera(table: Any, index: int, source: str | None) -> CameraConfig:
-    s = _Section(table, f"cameras[{index}]", source)
+def camera_from_table(table: Any, path: str, source: str | None = None) -> CameraConfig:
+    """Validate one camera table (``path`` prefixes the key in errors: ``cameras[0]`` in a file, ``""`` in the API)."""
+    s = _Section(table, path, source)
     cam_id = s.take("id", str, None)
     if cam_id is None:
         raise s.error("id", "is required")
@@ -272,7 +282,7 @@ def _camera(table: Any, index: int, source: str | None) -> CameraConfig:
     url = s.take("url", str, None)
     if url is None:
         raise s.error("url", "is required")
-    validate_camera_url(url, s._key("url"), source)
+    validate_camera_url(url, s.key("url"), source)
     seg = s.take("segment_seconds", (int, float), None)
     if seg is not None and not 1 <= seg <= 600:
         raise s.error("segment_seconds", f"must be between 1 and 600, got {seg}")
@@ -304,6 +314,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         listen_port=port,
         data_dir=srv.path_("data_dir", base / "nvr-data", base),
         node_id=srv.take("node_id", str, ""),
+        max_clip_seconds=srv.duration("max_clip", 3600.0, minimum=1.0),
     )
     srv.finish()
 
@@ -367,7 +378,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
     for i, table in enumerate(raw_cams):
-        cam = _camera(table, i, source)
+        cam = camera_from_table(table, f"cameras[{i}]", source)
         if cam.id in seen:
             raise ConfigError(
                 f"cameras[{i}].id", f"duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}].id)", source=source

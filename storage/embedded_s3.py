@@ -38,6 +38,7 @@ import ctypes
 import datetime
 import fcntl
 import http.client
+import io
 import json
 import logging
 import os
@@ -56,12 +57,16 @@ from typing import Any
 
 import urllib3
 from minio import Minio
+from minio.error import S3Error
 
 from storage.errors import EmbeddedS3Error
 
 __all__ = ["S3Endpoint", "EmbeddedS3", "attach", "find_weed"]
 
 LOOPBACK = "127.0.0.1"
+# A bucket of the embedded store's own, holding one object that start() reads back.
+PROBE_BUCKET = "nvr-embedded-readiness"
+PROBE_OBJECT = "probe"
 
 # Order matters only for readability of ports.json; each entry is one TCP listener of weed.
 PORT_NAMES = (
@@ -669,6 +674,27 @@ class _ReadinessProbe:
             self._client.list_buckets()
         except Exception as e:  # any failure just means "not yet"
             return f"S3 list_buckets failed: {type(e).__name__}: {e}"
+        # The filer learns volume locations from the master a moment after the volume server
+        # registers; until then GETs of existing objects answer 500. Reading back a probe object
+        # written by an earlier start (or now, on a fresh store) proves reads work end to end.
+        try:
+            if not self._client.bucket_exists(PROBE_BUCKET):
+                self._client.make_bucket(PROBE_BUCKET)
+            try:
+                self._client.stat_object(PROBE_BUCKET, PROBE_OBJECT)
+            except S3Error as e:
+                if e.code != "NoSuchKey":
+                    raise
+                body = b"nvr embedded S3 readiness probe\n"
+                self._client.put_object(PROBE_BUCKET, PROBE_OBJECT, io.BytesIO(body), len(body))
+            resp = self._client.get_object(PROBE_BUCKET, PROBE_OBJECT)
+            try:
+                resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+        except Exception as e:  # any failure just means "not yet"
+            return f"S3 probe object not readable yet: {type(e).__name__}: {e}"
         return None
 
     def close(self) -> None:

@@ -66,6 +66,23 @@ CREATE TABLE IF NOT EXISTS audit (
     hash TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    cameras TEXT,                   -- JSON array, NULL: every camera
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS cameras (
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,           -- JSON of the camera's settings (URL included: the index is private)
+    source TEXT NOT NULL,           -- 'config' or 'api'
+    config_hash TEXT,               -- hash of the config-file entry last applied, for config cameras
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    deleted_ms INTEGER
+);
 """
 
 
@@ -107,6 +124,19 @@ def segment_id(camera: str, seq: int) -> str:
     return f"{camera}:{seq}"
 
 
+def _append_ledger(db: sqlite3.Connection, record: Mapping[str, Any], rhash: str) -> None:
+    """Insert a record that must extend its camera's chain head (inside the caller's transaction)."""
+    camera, seq = record["camera"], record["seq"]
+    head = db.execute("SELECT seq, hash FROM ledger WHERE camera = ? ORDER BY seq DESC LIMIT 1", (camera,)).fetchone()
+    want_seq, want_prev = (head[0] + 1, head[1]) if head else (0, GENESIS)
+    if seq != want_seq or record["prev"] != want_prev:
+        raise IndexError_(f"{camera}:{seq}: record does not extend the chain (head seq {want_seq - 1})")
+    db.execute(
+        "INSERT INTO ledger (camera, seq, type, record, hash, prev) VALUES (?, ?, ?, ?, ?, ?)",
+        (camera, seq, record["type"], canonical_json(record).decode("utf-8"), rhash, record["prev"]),
+    )
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     id: int
@@ -145,7 +175,8 @@ class Index:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction on the shared connection (for other stages' tables)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -156,14 +187,15 @@ class Index:
             else:
                 self._db.execute("COMMIT")
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of one read statement."""
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------------ ledger
 
     def chain_head(self, camera: str) -> ChainHead:
-        rows = self._query("SELECT seq, hash FROM ledger WHERE camera = ? ORDER BY seq DESC LIMIT 1", (camera,))
+        rows = self.query("SELECT seq, hash FROM ledger WHERE camera = ? ORDER BY seq DESC LIMIT 1", (camera,))
         return ChainHead(camera, rows[0][0], rows[0][1]) if rows else ChainHead(camera, -1, GENESIS)
 
     def ledger_records(self, camera: str, from_seq: int = 0, to_seq: int | None = None) -> list[dict[str, Any]]:
@@ -172,7 +204,18 @@ class Index:
         if to_seq is not None:
             sql += " AND seq <= ?"
             args += (to_seq,)
-        return [json.loads(r[0]) for r in self._query(sql + " ORDER BY seq", args)]
+        return [json.loads(r[0]) for r in self.query(sql + " ORDER BY seq", args)]
+
+    def append_record(self, record: Mapping[str, Any]) -> str:
+        """Append a non-segment record (tombstone, export…) to its camera's chain; returns its hash.
+
+        ``record`` must already carry ``seq``/``prev`` from :meth:`chain_head`;
+        a record that does not extend the head is refused.
+        """
+        rhash = record_hash(record)
+        with self.transaction() as db:
+            _append_ledger(db, record, rhash)
+        return rhash
 
     # ------------------------------------------------------------------ segments
 
@@ -185,22 +228,13 @@ class Index:
         camera, seq = record["camera"], record["seq"]
         rhash = record_hash(record)
         sid = segment_id(camera, seq)
-        with self._tx() as db:
+        with self.transaction() as db:
             existing = db.execute("SELECT hash FROM ledger WHERE camera = ? AND seq = ?", (camera, seq)).fetchone()
             if existing:
                 if existing[0] != rhash:
                     raise IndexError_(f"{sid}: ledger already holds a different record for this seq")
             else:
-                head = db.execute(
-                    "SELECT seq, hash FROM ledger WHERE camera = ? ORDER BY seq DESC LIMIT 1", (camera,)
-                ).fetchone()
-                want_seq, want_prev = (head[0] + 1, head[1]) if head else (0, GENESIS)
-                if seq != want_seq or record["prev"] != want_prev:
-                    raise IndexError_(f"{sid}: record does not extend the chain (head seq {want_seq - 1})")
-                db.execute(
-                    "INSERT INTO ledger (camera, seq, type, record, hash, prev) VALUES (?, ?, ?, ?, ?, ?)",
-                    (camera, seq, record["type"], canonical_json(record).decode("utf-8"), rhash, record["prev"]),
-                )
+                _append_ledger(db, record, rhash)
                 db.execute(
                     f"INSERT INTO segments ({_SEGMENT_COLUMNS}) VALUES ({', '.join('?' * 16)})",
                     (
@@ -214,11 +248,11 @@ class Index:
         return _row(row)
 
     def segment(self, sid: str) -> SegmentRow | None:
-        rows = self._query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE id = ?", (sid,))
+        rows = self.query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE id = ?", (sid,))
         return _row(rows[0]) if rows else None
 
     def segment_by_object_key(self, object_key: str) -> SegmentRow | None:
-        rows = self._query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE object_key = ?", (object_key,))
+        rows = self.query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE object_key = ?", (object_key,))
         return _row(rows[0]) if rows else None
 
     def segments(
@@ -249,14 +283,17 @@ class Index:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [_row(r) for r in self._query(sql, tuple(args))]
+        return [_row(r) for r in self.query(sql, tuple(args))]
 
     def last_end_ms(self, camera: str) -> int | None:
-        rows = self._query("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
+        rows = self.query("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
         return rows[0][0] if rows and rows[0][0] is not None else None
 
+    def has_segments(self, camera: str) -> bool:
+        return bool(self.query("SELECT 1 FROM segments WHERE camera = ? LIMIT 1", (camera,)))
+
     def cameras_with_segments(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT DISTINCT camera FROM segments ORDER BY camera")]
+        return [r[0] for r in self.query("SELECT DISTINCT camera FROM segments ORDER BY camera")]
 
     # ------------------------------------------------------------------ audit
 
@@ -265,7 +302,7 @@ class Index:
     ) -> AuditEntry:
         """Append one hash-chained audit entry."""
         ts = ts_ms if ts_ms is not None else now_ms()
-        with self._tx() as db:
+        with self.transaction() as db:
             last = db.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
             new_id, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
             body = {
@@ -280,16 +317,98 @@ class Index:
             )
         return AuditEntry(new_id, ts, actor, role, action, target, dict(detail), prev, h)
 
-    def audit_entries(self, *, action: str | None = None, target: str | None = None) -> list[AuditEntry]:
+    def audit_entries(
+        self,
+        *,
+        action: str | None = None,
+        target: str | None = None,
+        actor: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries matching every given filter, oldest first."""
         sql = "SELECT id, ts_ms, actor, role, action, target, detail, prev, hash FROM audit WHERE 1=1"
         args: list[Any] = []
+        for column, op, value in (("actor", "=", actor), ("ts_ms", ">=", start_ms), ("ts_ms", "<", end_ms),
+                                  ("id", ">", after_id)):
+            if value is not None:
+                sql += f" AND {column} {op} ?"
+                args.append(value)
         if action is not None:
             sql += " AND action = ?"
             args.append(action)
         if target is not None:
             sql += " AND target = ?"
             args.append(target)
+        sql += " ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         return [
             AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
-            for r in self._query(sql + " ORDER BY id", tuple(args))
+            for r in self.query(sql, tuple(args))
         ]
+
+    # ------------------------------------------------------------------ tokens
+
+    def add_token(self, *, name: str, role: str, cameras: list[str] | None, token_sha256: str) -> None:
+        """Register a token by its hash; a name already used by a live token is refused."""
+        with self.transaction() as db:
+            row = db.execute("SELECT revoked_ms FROM tokens WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] is None:
+                raise IndexError_(f"a token named {name!r} exists; revoke it first")
+            db.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            db.execute(
+                "INSERT INTO tokens (name, role, cameras, token_sha256, created_ms) VALUES (?, ?, ?, ?, ?)",
+                (name, role, json.dumps(cameras) if cameras is not None else None, token_sha256, now_ms()),
+            )
+
+    def revoke_token(self, name: str) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE tokens SET revoked_ms = ? WHERE name = ? AND revoked_ms IS NULL", (now_ms(), name)
+            )
+            return cur.rowcount > 0
+
+    def token_by_hash(self, token_sha256: str) -> tuple[str, str, list[str] | None, int | None] | None:
+        """(name, role, cameras, revoked_ms) of the token with this hash."""
+        rows = self.query("SELECT name, role, cameras, revoked_ms FROM tokens WHERE token_sha256 = ?", (token_sha256,))
+        if not rows:
+            return None
+        name, role, cams, revoked = rows[0]
+        return name, role, json.loads(cams) if cams is not None else None, revoked
+
+    def tokens(self) -> list[tuple[str, str, list[str] | None, int, int | None]]:
+        rows = self.query("SELECT name, role, cameras, created_ms, revoked_ms FROM tokens ORDER BY name")
+        return [(n, r, json.loads(c) if c is not None else None, cr, rv) for n, r, c, cr, rv in rows]
+
+    # ------------------------------------------------------------------ cameras
+
+    def cameras(self, *, include_deleted: bool = False) -> list[tuple[str, dict[str, Any], str, str | None, int | None]]:
+        """(id, config, source, config_hash, deleted_ms) of registered cameras."""
+        sql = "SELECT id, config, source, config_hash, deleted_ms FROM cameras"
+        if not include_deleted:
+            sql += " WHERE deleted_ms IS NULL"
+        return [(i, json.loads(c), s, h, d) for i, c, s, h, d in self.query(sql + " ORDER BY id")]
+
+    def put_camera(self, camera_id: str, config: Mapping[str, Any], *, source: str, config_hash: str | None = None) -> None:
+        """Insert or replace a camera's registration (undeleting it)."""
+        now = now_ms()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO cameras (id, config, source, config_hash, created_ms, updated_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET config = excluded.config, "
+                "source = excluded.source, config_hash = COALESCE(excluded.config_hash, cameras.config_hash), "
+                "updated_ms = excluded.updated_ms, deleted_ms = NULL",
+                (camera_id, json.dumps(dict(config), sort_keys=True), source, config_hash, now, now),
+            )
+
+    def delete_camera(self, camera_id: str) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE cameras SET deleted_ms = ?, updated_ms = ? WHERE id = ? AND deleted_ms IS NULL",
+                (now_ms(), now_ms(), camera_id),
+            )
+            return cur.rowcount > 0

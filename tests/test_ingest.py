@@ -34,9 +34,10 @@ class Crash(Exception):
 def parts(tmp_path, s3, bucket):
     store = ObjectStore(endpoint=s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, bucket=bucket)
     store.ensure_bucket()
-    index = Index(tmp_path / "index.sqlite3")
-    keyring = Keyring.open(tmp_path / "keyring")
-    spool = Spool(tmp_path / "spool")
+    # The layout of a data dir, so the CLI can open the same index and keyring.
+    index = Index(tmp_path / "data" / "index.sqlite3")
+    keyring = Keyring.open(tmp_path / "data" / "keyring")
+    spool = Spool(tmp_path / "data" / "spool")
     ingestor = Ingestor(store=store, index=index, keyring=keyring, spool=spool, node_id="test")
     yield ingestor
     index.close()
@@ -105,9 +106,6 @@ async def test_flipped_byte_in_object_fails_with_a_clear_error(parts, tmp_path, 
     assert err.value.check == "object_sha256" and row.id in str(err.value)
 
     # The same through the CLI: exit code 3 and a message naming the failed check, no traceback.
-    (tmp_path / "data").mkdir()
-    os.replace(tmp_path / "index.sqlite3", tmp_path / "data" / "index.sqlite3")
-    os.replace(tmp_path / "keyring", tmp_path / "data" / "keyring")
     cfg_file = tmp_path / "nvr.toml"
     cfg_file.write_text(tomlw.dumps({
         "server": {"data_dir": str(tmp_path / "data")},
