@@ -146,7 +146,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     from .openapi import build_openapi
 
-    return _json(build_openapi(ROUTES))
+    return _json(build_openapi(all_routes()))
 
 
 async def status(request: web.Request) -> web.Response:
@@ -411,6 +411,14 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+def all_routes() -> tuple[Route, ...]:
+    """The core routes plus those of the custody and retention modules."""
+    from .api_custody import ROUTES as CUSTODY
+    from .api_retention import ROUTES as RETENTION
+
+    return ROUTES + CUSTODY + RETENTION
+
+
 def _auth_middleware(roles: dict[tuple[str, str], str | None]):
     @web.middleware
     async def auth(request: web.Request, handler) -> web.StreamResponse:
@@ -442,10 +450,11 @@ async def count_requests(request: web.Request, handler) -> web.StreamResponse:
 
 
 def build_app(srv: NvrServer) -> web.Application:
-    roles = {(r.method, r.path): r.role for r in ROUTES}
+    routes = all_routes()
+    roles = {(r.method, r.path): r.role for r in routes}
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[count_requests, problem_middleware, _auth_middleware(roles)])
     app[SERVER_KEY] = srv
-    for r in ROUTES:
+    for r in routes:
         app.router.add_route(r.method, r.path, r.handler)
     return app

@@ -95,3 +95,53 @@ def verify_chain(camera: str, records: Iterable[Mapping[str, Any]], *, start: Ch
             breaks.append(ChainBreak(seq, "prev does not match the hash of the record before it"))
         head = ChainHead(camera, seq if isinstance(seq, int) else head.next_seq(), record_hash(rec))
     return breaks
+
+
+def tombstone_record(
+    *, head: ChainHead, segment_seq: int, segment_record_hash: str, object_key: str, rule: str, deleted_at: str,
+    node: str,
+) -> dict[str, Any]:
+    """The ledger record saying a segment's object was deleted by retention (the segment record stays)."""
+    return {
+        "v": RECORD_VERSION,
+        "type": "tombstone",
+        "camera": head.camera,
+        "seq": head.next_seq(),
+        "prev": head.hash,
+        "segment_seq": segment_seq,
+        "segment_record": segment_record_hash,
+        "object_key": object_key,
+        "rule": rule,
+        "deleted_at": deleted_at,
+        "node": node,
+    }
+
+
+def export_record(
+    *, head: ChainHead, export_id: str, case_id: str, manifest_sha256: str, start: str, end: str,
+    first_seq: int | None, last_seq: int | None, segments: int, exported_by: str, exported_at: str, node: str,
+) -> dict[str, Any]:
+    """The ledger record saying an evidence bundle was exported from this camera's footage.
+
+    ``manifest_sha256`` is the SHA-256 of the bundle's ``manifest.json`` bytes, so the ledger
+    names exactly which bundle left the system; ``first_seq``/``last_seq`` bound the exported
+    segment records (None when the range held none of this camera's segments).
+    """
+    return {
+        "v": RECORD_VERSION,
+        "type": "export",
+        "camera": head.camera,
+        "seq": head.next_seq(),
+        "prev": head.hash,
+        "export_id": export_id,
+        "case_id": case_id,
+        "manifest_sha256": manifest_sha256,
+        "start": start,
+        "end": end,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "segments": segments,
+        "exported_by": exported_by,
+        "exported_at": exported_at,
+        "node": node,
+    }

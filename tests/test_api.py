@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from nvr.api import ROUTES, build_app
+from nvr.api import all_routes, build_app
 from nvr.app import NvrServer
 from nvr.auth import create_token
 from nvr.ffmpeg import find_ffmpeg
@@ -80,7 +80,7 @@ async def test_auth_matrix(api):
     t0 = segments_of(api, A)[1].start_ms
     qs = f"?start={ms_to_rfc3339(t0)}&end={ms_to_rfc3339(t0 + 1000)}"
     rank = {"viewer": 1, "evidence": 2, "admin": 3}
-    for route in ROUTES:
+    for route in all_routes():
         needs_q = route.handler.__name__ in ("timeline", "clip")
         for who in ("none", "bad", "revoked", "viewer", "evidence", "admin", "scoped-own", "scoped-other"):
             camera, segment = (B, seg_b) if who == "scoped-other" else (A, seg_a)

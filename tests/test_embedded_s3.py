@@ -17,7 +17,7 @@ from minio.commonconfig import GOVERNANCE
 from minio.error import S3Error
 from minio.retention import Retention
 
-from storage.embedded_s3 import EmbeddedS3, S3Endpoint, attach, find_weed
+from storage.embedded_s3 import PROBE_BUCKET, EmbeddedS3, S3Endpoint, attach, find_weed
 from storage.errors import EmbeddedS3Error
 
 
@@ -69,7 +69,8 @@ def _get(ep: S3Endpoint, bucket: str, key: str) -> bytes:
 
 
 def _buckets(ep: S3Endpoint) -> list[str]:
-    return [b.name for b in _client(ep).list_buckets()]
+    """The user's buckets (the embedded store's own readiness bucket left out)."""
+    return [b.name for b in _client(ep).list_buckets() if b.name != PROBE_BUCKET]
 
 
 async def test_restart_keeps_objects_and_credentials(tmp_path: Path, started: list) -> None:
