@@ -579,7 +579,10 @@ class EmbeddedS3:
         try:
             await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
-            self._log.warning(
+            # A short timeout is a caller's choice (weed loses nothing acknowledged); only a long one is news.
+            level = logging.WARNING if timeout >= DEFAULT_STOP_TIMEOUT else logging.INFO
+            self._log.log(
+                level,
                 "embedded S3: weed (pid %d) still running %.0fs after SIGTERM, killing it",
                 proc.pid,
                 timeout,

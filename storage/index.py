@@ -124,6 +124,20 @@ def segment_id(camera: str, seq: int) -> str:
     return f"{camera}:{seq}"
 
 
+def _select(select: str, filters: list[tuple[str, Any]], *, order: str, limit: int | None) -> tuple[str, tuple]:
+    """``select`` with one ``AND`` condition per filter whose value is not None, ordered and limited."""
+    sql, args = select + " WHERE 1=1", []
+    for condition, value in filters:
+        if value is not None:
+            sql += f" AND {condition}"
+            args.append(value)
+    sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return sql, tuple(args)
+
+
 def _append_ledger(db: sqlite3.Connection, record: Mapping[str, Any], rhash: str) -> None:
     """Insert a record that must extend its camera's chain head (inside the caller's transaction)."""
     camera, seq = record["camera"], record["seq"]
@@ -265,25 +279,13 @@ class Index:
         after_start_ms: int | None = None,
     ) -> list[SegmentRow]:
         """Segments overlapping [start_ms, end_ms), ordered by camera then start time."""
-        sql = f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE 1=1"
-        args: list[Any] = []
-        if camera is not None:
-            sql += " AND camera = ?"
-            args.append(camera)
-        if start_ms is not None:
-            sql += " AND end_ms > ?"
-            args.append(start_ms)
-        if end_ms is not None:
-            sql += " AND start_ms < ?"
-            args.append(end_ms)
-        if after_start_ms is not None:
-            sql += " AND start_ms > ?"
-            args.append(after_start_ms)
-        sql += " ORDER BY camera, start_ms"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        return [_row(r) for r in self.query(sql, tuple(args))]
+        sql, args = _select(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments",
+            [("camera = ?", camera), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms),
+             ("start_ms > ?", after_start_ms)],
+            order="camera, start_ms", limit=limit,
+        )
+        return [_row(r) for r in self.query(sql, args)]
 
     def last_end_ms(self, camera: str) -> int | None:
         rows = self.query("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
@@ -329,26 +331,15 @@ class Index:
         limit: int | None = None,
     ) -> list[AuditEntry]:
         """Audit entries matching every given filter, oldest first."""
-        sql = "SELECT id, ts_ms, actor, role, action, target, detail, prev, hash FROM audit WHERE 1=1"
-        args: list[Any] = []
-        for column, op, value in (("actor", "=", actor), ("ts_ms", ">=", start_ms), ("ts_ms", "<", end_ms),
-                                  ("id", ">", after_id)):
-            if value is not None:
-                sql += f" AND {column} {op} ?"
-                args.append(value)
-        if action is not None:
-            sql += " AND action = ?"
-            args.append(action)
-        if target is not None:
-            sql += " AND target = ?"
-            args.append(target)
-        sql += " ORDER BY id"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
+        sql, args = _select(
+            "SELECT id, ts_ms, actor, role, action, target, detail, prev, hash FROM audit",
+            [("actor = ?", actor), ("ts_ms >= ?", start_ms), ("ts_ms < ?", end_ms), ("id > ?", after_id),
+             ("action = ?", action), ("target = ?", target)],
+            order="id", limit=limit,
+        )
         return [
             AuditEntry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
-            for r in self.query(sql, tuple(args))
+            for r in self.query(sql, args)
         ]
 
     # ------------------------------------------------------------------ tokens
