@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from storage.ingest import LATENCY_BUCKETS
+
 if TYPE_CHECKING:
     from .app import NvrServer
-
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class HttpMetrics:
@@ -23,6 +23,12 @@ class HttpMetrics:
         self.seconds[(method, route)] += seconds
 
 
+def _num(value: float) -> str:
+    """Exact for counters (``%g`` would round 1169730 to 1.16973e+06)."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
 def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -35,7 +41,7 @@ def render_metrics(srv: NvrServer) -> str:
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lab}}} {value:g}" if lab else f"{name} {value:g}")
+            out.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
 
     stats = srv.ingest.stats
     metric("nvr_segments_ingested_total", "counter", "Segments stored in S3 and indexed since start",
@@ -44,14 +50,12 @@ def render_metrics(srv: NvrServer) -> str:
            [({}, stats.bytes)])
     metric("nvr_ingest_errors_total", "counter", "Failed ingest attempts (retried) since start", [({}, stats.errors)])
     metric("nvr_recording_gaps_total", "counter", "Gaps between consecutive segments since start", [({}, stats.gaps)])
-    lat = sorted(stats.latency_ms)
-    buckets = [({"le": f"{b:g}"}, float(sum(1 for x in lat if x / 1000 <= b))) for b in _LATENCY_BUCKETS]
-    buckets.append(({"le": "+Inf"}, float(len(lat))))
-    metric("nvr_ingest_latency_seconds", "histogram",
-           "Segment closed to indexed, over the last 1000 segments", [])
-    out += [f'nvr_ingest_latency_seconds_bucket{{le="{labels["le"]}"}} {v:g}' for labels, v in buckets]
-    out.append(f"nvr_ingest_latency_seconds_sum {sum(lat) / 1000:g}")
-    out.append(f"nvr_ingest_latency_seconds_count {len(lat)}")
+    metric("nvr_ingest_latency_seconds", "histogram", "Segment closed to indexed", [])
+    out += [f'nvr_ingest_latency_seconds_bucket{{le="{b:g}"}} {n}'
+            for b, n in zip(LATENCY_BUCKETS, stats.latency_counts, strict=True)]
+    out.append(f'nvr_ingest_latency_seconds_bucket{{le="+Inf"}} {stats.segments}')
+    out.append(f"nvr_ingest_latency_seconds_sum {_num(stats.latency_sum_ms / 1000)}")
+    out.append(f"nvr_ingest_latency_seconds_count {stats.segments}")
     sp = srv.spoolwatch.status
     metric("nvr_spool_bytes", "gauge", "Bytes of segments waiting in the local spool", [({}, sp.bytes)])
     metric("nvr_spool_segments", "gauge", "Segment files in the local spool", [({}, sp.files)])

@@ -43,12 +43,18 @@ class ChainConflict(StorageError):
     """The bucket holds an object for this segment that does not fit the index's chain head."""
 
 
+# Upper bounds (seconds) of the ingest-latency histogram buckets.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
 @dataclass
 class IngestStats:
     segments: int = 0
     bytes: int = 0
     object_bytes: int = 0
-    latency_ms: list[int] = field(default_factory=list)  # closed → indexed, most recent last
+    latency_ms: list[int] = field(default_factory=list)  # closed → indexed, the last 1000, for percentiles
+    latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))  # cumulative per bucket
+    latency_sum_ms: int = 0
     gaps: int = 0
     errors: int = 0
 
@@ -56,8 +62,13 @@ class IngestStats:
         self.segments += 1
         self.bytes += row.size
         self.object_bytes += row.object_size
-        self.latency_ms.append(max(0, now_ms() - closed_ms))
+        latency = max(0, now_ms() - closed_ms)
+        self.latency_ms.append(latency)
         del self.latency_ms[:-1000]
+        self.latency_sum_ms += latency
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if latency <= bound * 1000:
+                self.latency_counts[i] += 1
 
 
 EventSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (action, target, detail)
