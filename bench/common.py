@@ -48,13 +48,15 @@ CLIENTS_PER_MOUNT = 8  # RTSP clients sharing one simulator pipeline (see simula
 
 @dataclass(frozen=True)
 class Mode:
-    name: str  # "quick" | "full"
+    name: str  # "quick" | "full" | "smoke" (a seconds-long run to check the plumbing; figures meaningless)
 
     @property
     def quick(self) -> bool:
-        return self.name == "quick"
+        return self.name in ("quick", "smoke")
 
-    def pick(self, quick: Any, full: Any) -> Any:
+    def pick(self, quick: Any, full: Any, smoke: Any = None) -> Any:
+        if self.name == "smoke" and smoke is not None:
+            return smoke
         return quick if self.quick else full
 
 

@@ -3,11 +3,12 @@
 Start order (an AsyncExitStack unwinds it last-in first-out):
 
 1. keyring, index, S3 (embedded SeaweedFS or the configured endpoint), bucket
+   and the ledger checkpoint writer
 2. ingest lanes (anything left in the spool from a previous run starts uploading)
 3. spool recovery: files without a ticket become partial segments
 4. camera registry (config cameras imported) and a recorder per enabled camera
 5. spool watch
-6. HTTP server
+6. export jobs, HTTP server
 
 On shutdown the HTTP server stops first, then the spool watch, then every
 recorder finishes its segment, then ingest drains the spool (bounded), then
@@ -24,6 +25,8 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from storage.chainlock import ChainLocks
+from storage.checkpoint import CheckpointWriter
 from storage.index import SegmentRow
 from storage.ingest import Ingestor, IngestService
 from storage.retrieve import open_segment
@@ -36,6 +39,7 @@ from .auth import create_token
 from .backend import Backend, open_backend
 from .cameras import CameraRegistry
 from .config import DEMO_CAMERAS, CameraConfig, Config
+from .exports import ExportService
 from .ffmpeg import find_ffmpeg
 from .metrics import HttpMetrics
 from .pulse import Pulse
@@ -71,6 +75,9 @@ class NvrServer:
         self.spoolwatch: SpoolWatch | None = None
         self.http_port: int | None = None
         self.pulse = Pulse()  # fired on every segment, ingest, status change
+        self.chain_locks = ChainLocks()  # one writer at a time per camera chain: ingest, tombstones, exports
+        self.checkpoints: CheckpointWriter | None = None
+        self.exports: ExportService | None = None
 
     # ------------------------------------------------------------------ callbacks between stages
 
@@ -117,11 +124,18 @@ class NvrServer:
         log.info("nvr %s starting: data dir %s, %d camera(s)", __version__, cfg.data_dir, len(cfg.cameras))
         self.backend = backend = await open_backend(cfg, stack, may_attach=False, create_keys=True)
         self.audit = AuditLog(backend.index)
+        # Started before ingest, so its final checkpoint (on stop) covers what the drain uploaded.
+        self.checkpoints = CheckpointWriter(
+            store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
+            interval=cfg.keys.checkpoint_interval, on_event=self.audit.system,
+        )
+        await self.checkpoints.start()
+        stack.push_async_callback(self.checkpoints.stop)
 
         ingestor = Ingestor(
             store=backend.store, index=backend.index, keyring=backend.keyring, spool=self.spool,
             node_id=backend.node_id, lock_seconds=cfg.retention_min_age if cfg.storage.object_lock else 0.0,
-            on_event=self.audit.system,
+            on_event=self.audit.system, chain_locks=self.chain_locks,
         )
         self.ingest = IngestService(ingestor, retry_max=cfg.storage.retry_max, on_change=self.pulse.fire)
         stack.push_async_callback(self.ingest.stop)
@@ -147,6 +161,14 @@ class NvrServer:
             token = await asyncio.to_thread(_demo_token, backend.index)
             print(f"demo admin token (shown once): {token}", flush=True)
             await self.audit.system("token.create", "demo-admin", {"role": "admin", "by": "serve --demo"})
+
+        self.exports = ExportService(
+            store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
+            audit=self.audit, ffmpeg=self.ffmpeg, directory=cfg.data_dir / "exports",
+            checkpoints=self.checkpoints, chain_locks=self.chain_locks,
+        )
+        await self.exports.start()
+        stack.push_async_callback(self.exports.stop)
 
         runner = web.AppRunner(build_app(self), access_log=None)
         await runner.setup()

@@ -15,7 +15,7 @@ from storage.errors import IntegrityError, KeyringError, StorageError
 from storage.retrieve import open_segment
 from storage.times import ms_to_rfc3339, parse_rfc3339
 
-from . import __version__
+from . import __version__, cli_custody
 from .audit import AuditLog, cli_actor
 from .backend import open_backend
 from .config import Config, load_config, parse_listen
@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("revoke", parents=[common], help="revoke a token by name")
     t.add_argument("name")
     tsub.add_parser("list", parents=[common], help="list tokens (never the tokens themselves)")
+
+    cli_custody.add_parsers(sub, common)
 
     sub.add_parser("check-config", parents=[common], help="validate the config and print a summary")
     return p
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(cfg, args)
         if args.command == "token":
             return _token(cfg, args)
+        if args.command in cli_custody.COMMANDS:
+            return cli_custody.run(cfg, args)
         return _check_config(cfg)
     except ConfigError as e:
         print(f"nvr: config error: {e}", file=sys.stderr)

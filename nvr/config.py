@@ -76,6 +76,7 @@ class RecordingConfig:
 @dataclass(frozen=True)
 class KeysConfig:
     dir: Path | None = None
+    checkpoint_interval: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -367,7 +368,10 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     rc.finish()
 
     ks = _Section(top.take("keys", dict, {}), "keys", source)
-    keys = KeysConfig(dir=ks.path_("dir", None, base))
+    keys = KeysConfig(
+        dir=ks.path_("dir", None, base),
+        checkpoint_interval=ks.duration("checkpoint_interval", 300.0, minimum=1.0),
+    )
     ks.finish()
 
     rt = _Section(top.take("retention", dict, {}), "retention", source)

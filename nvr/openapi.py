@@ -105,8 +105,10 @@ def build_openapi(routes) -> dict[str, Any]:
         if r.body:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{r.body}"}}}}
-        ok = {"GET": 200, "POST": 201, "PATCH": 200, "DELETE": 204}[r.method]
-        for status, kind in ({ok: "object"} | r.responses).items():
+        ok = {"GET": 200, "POST": 201, "PUT": 200, "PATCH": 200, "DELETE": 204}[r.method]
+        # A route that names its own success answers replaces the method's default.
+        declared_ok = any(200 <= code < 300 for code in r.responses)
+        for status, kind in (({} if declared_ok else {ok: "object"}) | r.responses).items():
             op["responses"][str(status)] = (_response(status, kind) if kind != "object"
                                             else {"description": "OK", "content": {"application/json": {}}})
         for status in (400, 401, 403, 404):

@@ -38,7 +38,7 @@ only after S3 confirmed the version gone.
 
 Object lock and ``min_age``: ingest writes each segment with GOVERNANCE
 retention until ``retention.min_age`` (config) after upload. The sweep never
-uses ``bypass_governance_mode``: the floor check in ``retention/service``
+uses ``bypass_governance_mode``: the floor check in ``retention/service.py``
 refuses rules whose ``min_age`` is below ``retention.min_age``, and the
 "locked" state above covers ingest latency (a segment uploaded late, after an
 S3 outage, is locked longer than its end time suggests).

@@ -303,16 +303,26 @@ def put_bytes(store: ObjectStore, key: str, data: bytes, content_type: str) -> N
     store.client.put_object(store.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
 
 
-def list_checkpoint_seqs(store: ObjectStore, camera: str, from_seq: int = 0) -> list[int]:
-    """Seqs of the camera's checkpoint objects at or after ``from_seq``, ascending."""
+def list_checkpoint_seqs(store: ObjectStore, camera: str, from_seq: int = 0, to_seq: int | None = None,
+                         limit: int | None = None) -> list[int]:
+    """Seqs of the camera's checkpoint objects in [from_seq, to_seq], ascending, at most ``limit``.
+
+    Keys sort like their zero-padded seqs, so the listing starts at ``from_seq`` and stops early.
+    """
     prefix = f"{LEDGER_PREFIX}{camera}/"
     after = f"{prefix}{from_seq:012d}" if from_seq > 0 else None
-    out = []
+    out: list[int] = []
     for obj in store.client.list_objects(store.bucket, prefix=prefix, recursive=False, start_after=after):
         m = CHECKPOINT_KEY_RE.match(obj.object_name or "")
-        if m and m.group("camera") == camera and int(m.group("seq")) >= from_seq:
-            out.append(int(m.group("seq")))
-    return sorted(out)
+        if not m or m.group("camera") != camera or int(m.group("seq")) < from_seq:
+            continue
+        seq = int(m.group("seq"))
+        if to_seq is not None and seq > to_seq:
+            break
+        out.append(seq)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
 
 
 def load_bucket_keys(store: ObjectStore) -> dict[str, bytes]:
@@ -373,9 +383,15 @@ class CheckpointWriter:
         self._refused: dict[str, str] = {}  # camera -> last refusal message (audited once)
         self._task: asyncio.Task | None = None
         self._round = asyncio.Condition()
+        self._tables: Index | None = None  # the index whose tables exist
+
+    async def _ensure_tables(self) -> None:
+        if self._tables is not self.index:
+            await asyncio.to_thread(ensure_tables, self.index)
+            self._tables = self.index
 
     async def start(self) -> None:
-        await asyncio.to_thread(ensure_tables, self.index)
+        await self._ensure_tables()
         with contextlib.suppress(StorageError):
             await self.publish_keys()
         self._task = asyncio.create_task(self._loop(), name="ledger-checkpoints")
@@ -421,6 +437,7 @@ class CheckpointWriter:
         """Sign every camera whose head moved since its last checkpoint; returns the new checkpoints."""
         written: list[Checkpoint] = []
         try:
+            await self._ensure_tables()
             for camera in await asyncio.to_thread(ledger_cameras, self.index):
                 try:
                     cp = await self._write(camera)
@@ -453,6 +470,7 @@ class CheckpointWriter:
 
     async def _write(self, camera: str) -> Checkpoint | None:
         """Sign ``camera``'s head if it moved; returns the new checkpoint or None."""
+        await self._ensure_tables()
         lock = self._locks.setdefault(camera, asyncio.Lock())
         async with lock:
             head = await asyncio.to_thread(self.index.chain_head, camera)
@@ -461,7 +479,10 @@ class CheckpointWriter:
             last = await asyncio.to_thread(latest_indexed_checkpoint, self.index, camera)
             if last is not None and last.seq == head.seq and last.head == head.hash:
                 return None
-            if last is not None and last.seq >= head.seq:
+            if last is not None and last.seq == head.seq:
+                await self._refuse(camera, f"the head record {head.seq} is not the one checkpoint {last.seq} "
+                                           "attests: it was edited in the index")
+            if last is not None and last.seq > head.seq:
                 await self._refuse(camera, f"the index chain ends at seq {head.seq} but checkpoint {last.seq} was "
                                            "already signed: records were removed or the index was rolled back",
                                    action="ledger.rollback")

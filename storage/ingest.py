@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .chainlock import ChainLocks
 from .envelope import SegmentContext, encrypt
 from .errors import StorageError, TransientStorageError
 from .index import Index, SegmentRow
@@ -91,6 +92,7 @@ class Ingestor:
         node_id: str,
         lock_seconds: float = 0.0,
         on_event: EventSink | None = None,
+        chain_locks: ChainLocks | None = None,
     ):
         self.store = store
         self.index = index
@@ -99,6 +101,9 @@ class Ingestor:
         self.node_id = node_id
         self.lock_seconds = lock_seconds
         self.on_event = on_event or _no_event
+        # Shared with every other writer of a camera's chain (tombstones, exports): from reading the
+        # head to committing the record, no other record may land in between.
+        self.chain_locks = chain_locks or ChainLocks()
         self.stats = IngestStats()
 
     def _read_and_hash(self, seg: ClosedSegment) -> tuple[bytes, str]:
@@ -110,17 +115,10 @@ class Ingestor:
         blob = encrypt(data, ctx, key_id, self.keyring.kek(key_id))
         return blob, hashlib.sha256(blob).hexdigest(), key_id
 
-    async def ingest(self, seg: ClosedSegment) -> SegmentRow:
-        """Store ``seg`` durably and index it, then remove it from the spool."""
-        key = object_key(seg)
-        done = await asyncio.to_thread(self.index.segment_by_object_key, key)
-        if done is not None:  # crash after indexing, before the spool file was removed
-            await asyncio.to_thread(self.spool.remove, seg)
-            return done
-        if not self.spool.path(seg).exists():
-            raise StorageError(f"{seg.camera}/{seg.file}: ticket without its segment file and not in the index")
-
-        data, sha = await asyncio.to_thread(self._read_and_hash, seg)
+    async def _store_and_index(
+        self, seg: ClosedSegment, key: str, data: bytes, sha: str
+    ) -> tuple[SegmentRow, int | None]:
+        """Link to the chain head, PUT (or reuse an earlier PUT), index; call holding the camera's chain lock."""
         head = await asyncio.to_thread(self.index.chain_head, seg.camera)
         prev_end = await asyncio.to_thread(self.index.last_end_ms, seg.camera)
         start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
@@ -147,9 +145,25 @@ class Ingestor:
             )
             del blob
         row = await asyncio.to_thread(self.index.insert_segment, record, version_id=version_id)
+        return row, prev_end
+
+    async def ingest(self, seg: ClosedSegment) -> SegmentRow:
+        """Store ``seg`` durably and index it, then remove it from the spool."""
+        key = object_key(seg)
+        done = await asyncio.to_thread(self.index.segment_by_object_key, key)
+        if done is not None:  # crash after indexing, before the spool file was removed
+            await asyncio.to_thread(self.spool.remove, seg)
+            return done
+        if not self.spool.path(seg).exists():
+            raise StorageError(f"{seg.camera}/{seg.file}: ticket without its segment file and not in the index")
+
+        data, sha = await asyncio.to_thread(self._read_and_hash, seg)
+        async with self.chain_locks(seg.camera):
+            row, prev_end = await self._store_and_index(seg, key, data, sha)
         await asyncio.to_thread(self.spool.remove, seg)
         self.stats.observe(row, seg.closed_ms)
 
+        start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
         if prev_end is not None and row.start_ms - prev_end > GAP_THRESHOLD_MS:
             self.stats.gaps += 1
             await self.on_event("recording.gap", seg.camera, {

@@ -1,0 +1,271 @@
+"""Measurement 6, the index at scale: one camera's day of segments and timeline, at 100 k … 50 M rows.
+
+Each index is the product's SQLite schema (``storage.index.Index``) filled
+with synthetic segments the way a node fills it: 10 s segments of every
+camera, interleaved in time order, each with its ledger record (canonical JSON
+of the same shape and size as ``storage.ledger.segment_record``'s). The
+number of cameras grows with the size so every camera holds at least 1.16
+days (each day query returns 8 640 rows): 10 cameras at 100 k rows, ~96 at
+1 M, then 350 (a city node) with more days at 10 M and 50 M.
+
+Queries, through the product's own code on a long-lived ``Index`` (warm page
+cache: the file was just written; a cold disk is slower and not measured):
+
+* ``segments_day``: ``Index.segments(camera, day_start, day_end)`` (8 640 rows);
+* ``segments_page``: the same with ``limit=101`` (the API's default page);
+* ``timeline_day``: ``Index.segments`` + ``nvr.api.merge_ranges`` (the timeline route).
+
+The ratio is p50 at N rows ÷ p50 at the smallest size of the same run (same
+result size): how the query cost grows with the index. Quick mode builds 100 k
+and 1 M rows; 10 M and 50 M are extrapolated from those (labelled so).
+Size: the database file after a WAL checkpoint, per million rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Mode, Row, fresh_dir, log, median, pct, print_rows, save
+
+T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+SEG_MS = 10_000
+DAY_MS = 86_400_000
+PER_DAY = DAY_MS // SEG_MS  # 8640
+
+
+def cameras_for(rows: int) -> int:
+    """Cameras so that each holds >= 1.16 days, capped at a 350-camera node."""
+    return max(10, min(350, rows // (PER_DAY * 116 // 100)))
+
+
+def _iso(ms: int) -> str:
+    from storage.times import ms_to_rfc3339
+
+    return ms_to_rfc3339(ms)
+
+
+def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
+    """Create ``path`` with the product schema and ``rows`` synthetic segments (+ ledger records)."""
+    from storage.index import Index
+    from storage.ledger import canonical_json, segment_record
+
+    Index(path).close()  # the schema, exactly as the server creates it
+    cams = cameras or cameras_for(rows)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous=OFF")  # bulk load only; the product writes with FULL
+    key_id = "20251201T000000Z-0a1b2c3d"
+    sample = None
+    t0 = time.perf_counter()
+    batch_seg: list[tuple] = []
+    batch_led: list[tuple] = []
+    slots = math.ceil(rows / cams)
+    n = 0
+
+    def flush() -> None:
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO ledger (camera, seq, type, record, hash, prev) VALUES (?,?,?,?,?,?)", batch_led)
+        db.executemany(
+            "INSERT INTO segments (id, camera, seq, start_ms, end_ms, partial, size, sha256, object_key, "
+            "object_size, object_sha256, version_id, key_id, record_hash, state, ingested_ms) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", batch_seg)
+        db.execute("COMMIT")
+        batch_seg.clear()
+        batch_led.clear()
+
+    prev = {c: "0" * 64 for c in range(cams)}
+    for slot in range(slots):
+        start = T0 + slot * SEG_MS
+        s_iso, e_iso = _iso(start), _iso(start + SEG_MS)
+        stamp = s_iso.replace("-", "").replace(":", "").replace(".", "")
+        hx = os.urandom(96 * cams).hex()
+        for c in range(cams):
+            if n >= rows:
+                break
+            cam = f"cam{c:04d}"
+            h = hx[c * 192:(c + 1) * 192]
+            sha, osha, rhash = h[:64], h[64:128], h[128:]
+            okey = f"{cam}/{s_iso[:4]}/{s_iso[5:7]}/{s_iso[8:10]}/{s_iso[11:13]}/{stamp}_r1764547200000-{slot:06d}.seg"
+            size = 5_100_000 + (slot * 7919 + c) % 200_000
+            rec = segment_record(
+                head=_Head(cam, slot - 1, prev[c]), start=s_iso, end=e_iso, partial=False, size=size,
+                sha256=sha, object_key=okey, object_size=size + 110, object_sha256=osha, key_id=key_id,
+                node="node-1")
+            text = canonical_json(rec).decode()
+            sample = sample or text
+            batch_led.append((cam, slot, "segment", text, rhash, prev[c]))
+            batch_seg.append((f"{cam}:{slot}", cam, slot, start, start + SEG_MS, 0, size, sha, okey, size + 110,
+                              osha, None, key_id, rhash, "stored", start + SEG_MS + 300))
+            prev[c] = rhash
+            n += 1
+        if len(batch_seg) >= 50_000:
+            flush()
+    if batch_seg:
+        flush()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + "-*"))
+    return {"rows": n, "cameras": cams, "days_per_camera": slots / PER_DAY, "build_s": time.perf_counter() - t0,
+            "bytes": size, "bytes_per_million_rows": size / (n / 1e6), "ledger_record_bytes": len(sample or "")}
+
+
+class _Head:
+    """A ChainHead-shaped value for segment_record (seq is the previous one)."""
+
+    def __init__(self, camera: str, seq: int, h: str):
+        self.camera, self.seq, self.hash = camera, seq, h
+
+    def next_seq(self) -> int:
+        return self.seq + 1
+
+
+# What the product's query would be with a lower bound on start_ms (a segment lasts at most
+# recording.segment_seconds <= 600 s; 1 h is generous): the what-if of the recommended fix.
+MAX_SEGMENT_MS = 3_600_000
+
+
+def _bounded(index, camera: str, s: int, e: int) -> list:
+    from storage.index import _SEGMENT_COLUMNS, _row
+
+    sql = (f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE camera = ? AND start_ms >= ? AND start_ms < ? "
+           "AND end_ms > ? ORDER BY camera, start_ms")
+    return [_row(r) for r in index.query(sql, (camera, s - MAX_SEGMENT_MS, e, s))]
+
+
+QUERIES = ("segments_day", "segments_page", "timeline_day", "bounded_day")
+
+
+def _one(index, name: str, cam: str, s: int, e: int) -> int:
+    from nvr.api import merge_ranges
+
+    if name == "segments_page":
+        return len(index.segments(cam, s, e, limit=101))
+    if name == "segments_day":
+        return len(index.segments(cam, s, e))
+    if name == "timeline_day":
+        return len(merge_ranges(index.segments(cam, s, e), s, e)[0])
+    return len(_bounded(index, cam, s, e))
+
+
+def query(path: Path, info: dict[str, Any], n: int, seed: int = 1, *, day: str = "random") -> dict[str, Any]:
+    """p50/p99 (ms) of each query on random cameras; ``day``: a random day, the first or the last one."""
+    from storage.index import Index
+
+    rnd = random.Random(seed)
+    index = Index(path)
+    span_slots = max(1, int(info["days_per_camera"] * PER_DAY) - PER_DAY)
+    times: dict[str, list[float]] = {q: [] for q in QUERIES}
+    counts: dict[str, list[int]] = {q: [] for q in QUERIES}
+    try:
+        for i in range(n + 5):
+            cam = f"cam{rnd.randrange(info['cameras']):04d}"
+            slot = {"random": rnd.randrange(span_slots), "first": 0, "last": span_slots - 1}[day]
+            s = T0 + slot * SEG_MS
+            order = list(QUERIES)
+            rnd.shuffle(order)  # no query always runs on a cache the previous one warmed
+            for name in order:
+                t = time.perf_counter()
+                got = _one(index, name, cam, s, s + DAY_MS)
+                dt = (time.perf_counter() - t) * 1000
+                if i >= 5:  # the first few warm SQLite's cache
+                    times[name].append(dt)
+                    counts[name].append(got)
+    finally:
+        index.close()
+    return {q: {"p50_ms": median(times[q]), "p99_ms": pct(times[q], 99), "n": len(times[q]),
+                "rows_returned_median": median(counts[q])} for q in QUERIES}
+
+
+def run(mode: Mode) -> list[Row]:
+    sizes = mode.pick([100_000, 1_000_000], [100_000, 1_000_000, 10_000_000, 50_000_000], smoke=[20_000, 100_000])
+    nq = mode.pick(40, 200, smoke=10)
+    work = fresh_dir("index")
+    results: dict[str, Any] = {"sizes": {}, "extrapolated": {}}
+    for rows in sizes:
+        path = work / f"index-{rows}.sqlite3"
+        free = shutil.disk_usage(work).free
+        per_row = (results["sizes"].get(str(sizes[0]), {}).get("bytes_per_million_rows") or 2e9) / 1e6
+        if rows * per_row * 1.3 > free:
+            log(f"index: {rows} rows need ~{rows * per_row / 1e9:.0f} GB, only {free / 1e9:.0f} GB free: skipped")
+            results["sizes"][str(rows)] = {"skipped": f"needs ~{rows * per_row / 1e9:.0f} GB, {free / 1e9:.0f} GB free"}
+            continue
+        log(f"index: building {rows:,} rows ({cameras_for(rows)} cameras)")
+        info = build(path, rows)
+        log(f"index: built in {info['build_s']:.0f} s, {info['bytes'] / 1e6:.0f} MB; querying")
+        info["queries"] = query(path, info, nq)
+        results["sizes"][str(rows)] = info
+        path.unlink()
+        for p in path.parent.glob(path.name + "-*"):
+            p.unlink()
+    # History depth: few cameras with many days each. The product's day query bounds start_ms only from
+    # above, so SQLite walks the camera's history from its first segment: the last day costs more than the first.
+    depth_rows = mode.pick(500_000, 2_000_000, smoke=50_000)
+    depth_cams = mode.pick(5, 5, smoke=2)
+    path = work / "index-depth.sqlite3"
+    log(f"index: history depth, {depth_rows:,} rows over {depth_cams} cameras")
+    info = build(path, depth_rows, cameras=depth_cams)
+    info["first_day"] = query(path, info, nq, day="first")
+    info["last_day"] = query(path, info, nq, day="last")
+    info["last_over_first"] = {q: info["last_day"][q]["p50_ms"] / info["first_day"][q]["p50_ms"] for q in QUERIES}
+    results["depth"] = info
+    shutil.rmtree(work, ignore_errors=True)
+
+    measured = {int(k): v for k, v in results["sizes"].items() if "queries" in v}
+    base_n = min(measured)
+    base = measured[base_n]["queries"]
+    for v in measured.values():
+        v["ratio_vs_smallest"] = {q: v["queries"][q]["p50_ms"] / base[q]["p50_ms"] for q in base}
+    # Extrapolate sizes not measured: bytes linear in rows; latency log-linear in rows from the two largest measured.
+    pts = sorted(measured)
+    for target in (10_000_000, 50_000_000):
+        if target in measured:
+            continue
+        a, b = pts[-2], pts[-1]
+        ex = {"bytes": measured[b]["bytes_per_million_rows"] * target / 1e6, "queries": {}}
+        for q in base:
+            ya, yb = measured[a]["queries"][q]["p50_ms"], measured[b]["queries"][q]["p50_ms"]
+            slope = (math.log(yb) - math.log(ya)) / (math.log(b) - math.log(a))
+            ex["queries"][q] = {"p50_ms": yb * (target / b) ** slope}
+            ya, yb = measured[a]["queries"][q]["p99_ms"], measured[b]["queries"][q]["p99_ms"]
+            slope = (math.log(yb) - math.log(ya)) / (math.log(b) - math.log(a))
+            ex["queries"][q]["p99_ms"] = yb * (target / b) ** slope
+        results["extrapolated"][str(target)] = ex
+
+    rows_out = []
+    for n in sorted(measured):
+        v = measured[n]
+        q = v["queries"]
+        rows_out.append(Row(
+            f"6. Index {n / 1e6:g} M rows", v["ratio_vs_smallest"]["segments_day"],
+            f"day-query p50 ÷ at {base_n / 1e6:g} M", "",
+            f"segments/day p50 {q['segments_day']['p50_ms']:.1f} / p99 {q['segments_day']['p99_ms']:.1f} ms; "
+            f"timeline p50 {q['timeline_day']['p50_ms']:.1f} / p99 {q['timeline_day']['p99_ms']:.1f} ms; "
+            f"page p50 {q['segments_page']['p50_ms']:.2f} ms; {v['bytes_per_million_rows'] / 1e9:.2f} GB per M rows "
+            f"({v['cameras']} cams × {v['days_per_camera']:.1f} d)"))
+    for n, ex in results["extrapolated"].items():
+        q = ex["queries"]
+        rows_out.append(Row(
+            f"6. Index {int(n) / 1e6:g} M rows (EXTRAPOLATED)", q["segments_day"]["p50_ms"] / base["segments_day"]["p50_ms"],
+            f"day-query p50 ÷ at {base_n / 1e6:g} M", "",
+            f"extrapolated, not measured: segments/day p50 ~{q['segments_day']['p50_ms']:.0f} ms, "
+            f"timeline p50 ~{q['timeline_day']['p50_ms']:.0f} ms; ~{ex['bytes'] / 1e9:.0f} GB"))
+    d = results["depth"]
+    fd, ld, lo = d["first_day"], d["last_day"], d["last_over_first"]
+    depth = f"{d['days_per_camera']:.1f} days/camera"
+    rows_out.append(Row(
+        f"6. Index history depth, API page ({depth})", lo["segments_page"], "page(101) p50 last day ÷ first day",
+        "≈ 1", f"{fd['segments_page']['p50_ms']:.1f} → {ld['segments_page']['p50_ms']:.1f} ms; with a start_ms "
+        f"lower bound the day query goes {fd['bounded_day']['p50_ms']:.0f} → {ld['bounded_day']['p50_ms']:.0f} ms"))
+    rows_out.append(Row(
+        f"6. Index history depth, day ({depth})", lo["segments_day"], "day-query p50 last day ÷ first day", "≈ 1",
+        f"{fd['segments_day']['p50_ms']:.0f} → {ld['segments_day']['p50_ms']:.0f} ms "
+        f"(bounded: ratio {lo['bounded_day']:.2f})"))
+    save("index", mode, rows_out, results)
+    print_rows(rows_out)
+    return rows_out
