@@ -253,7 +253,8 @@ async def timeline(request: web.Request) -> web.Response:
     q = params.query(request, ("start", "end"))
     cid = await visible_camera(request, request.match_info["id"], footage=True)
     start, end = params.time_range(q)
-    rows = await asyncio.to_thread(srv_of(request).backend.index.segments, cid, start, end)
+    # Footage deleted by retention is no longer recorded footage: it shows as a gap.
+    rows = await asyncio.to_thread(srv_of(request).backend.index.segments, cid, start, end, state="stored")
     recorded, gaps = merge_ranges(rows, start, end)
     iso = [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in recorded]
     return _json({
@@ -275,6 +276,9 @@ async def segment_content(request: web.Request) -> web.Response:
     params.query(request, ())
     row = await visible_segment(request)
     srv, who = srv_of(request), principal_of(request)
+    if row.state != "stored":
+        raise Problem(410, f"segment {row.id} was deleted by retention ({row.state}); its ledger record and "
+                           f"tombstone remain: GET /api/v1/segments/{row.id}/verify shows the rule and time")
     rng = request.headers.get("Range")
     data = await read_segment_or_problem(srv, row)
     size, status, headers = len(data), 200, {
@@ -316,7 +320,7 @@ async def clip(request: web.Request) -> web.StreamResponse:
     if (end - start) / 1000 > limit:
         raise Problem(413, f"a clip may last at most {limit:g} s (server.max_clip); this one asks "
                            f"{(end - start) / 1000:g} s: split the range")
-    rows = await asyncio.to_thread(srv.backend.index.segments, cid, start, end)
+    rows = await asyncio.to_thread(srv.backend.index.segments, cid, start, end, state="stored")
     plan = plan_clip(rows, start, end)
     if not plan.segments:
         raise Problem(404, f"camera {cid!r} recorded nothing between {ms_to_rfc3339(start)} and {ms_to_rfc3339(end)}")
@@ -405,7 +409,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/segments/{id}", get_segment, "viewer", "Segment metadata and hashes"),
     Route("GET", "/api/v1/segments/{id}/content", segment_content, "viewer",
           "The original segment (decrypted and verified), with Range support",
-          responses={200: "video/mp4", 206: "video/mp4", 416: "Problem", 502: "Problem"}),
+          responses={200: "video/mp4", 206: "video/mp4", 410: "Problem", 416: "Problem", 502: "Problem"}),
     Route("GET", "/api/v1/audit", audit_log, "evidence", "The audit log, filtered and paged",
           query=("start", "end", "actor", "action", "limit", "cursor"), tag="audit"),
 )

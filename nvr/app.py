@@ -25,6 +25,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from retention.service import RetentionService, RetentionSettings
 from storage.chainlock import ChainLocks
 from storage.checkpoint import CheckpointWriter
 from storage.index import SegmentRow
@@ -78,6 +79,7 @@ class NvrServer:
         self.chain_locks = ChainLocks()  # one writer at a time per camera chain: ingest, tombstones, exports
         self.checkpoints: CheckpointWriter | None = None
         self.exports: ExportService | None = None
+        self.retention: RetentionService | None = None
 
     # ------------------------------------------------------------------ callbacks between stages
 
@@ -92,6 +94,14 @@ class NvrServer:
     async def _segment_closed(self, seg: ClosedSegment) -> None:
         assert self.ingest is not None
         self.ingest.notify(seg.camera)
+
+    async def _segment_stored(self, row: SegmentRow) -> None:
+        if self.retention is not None:
+            await self.retention.on_segment_stored(row)
+
+    async def _spool_checked(self, status) -> None:
+        if self.retention is not None:
+            await self.retention.on_spool_check(status.free_bytes)
 
     async def _recover(self, camera: str) -> None:
         assert self.audit is not None
@@ -131,11 +141,18 @@ class NvrServer:
         )
         await self.checkpoints.start()
         stack.push_async_callback(self.checkpoints.stop)
+        self.retention = RetentionService(
+            index=backend.index, store=backend.store, node_id=backend.node_id, audit=self.audit,
+            settings=RetentionSettings.from_config(cfg), chain_locks=self.chain_locks,
+            lock_file=cfg.data_dir / "retention.lock",
+        )
+        await self.retention.open()  # rules, holds; the periodic sweep starts last
+        stack.push_async_callback(self.retention.stop)
 
         ingestor = Ingestor(
             store=backend.store, index=backend.index, keyring=backend.keyring, spool=self.spool,
             node_id=backend.node_id, lock_seconds=cfg.retention_min_age if cfg.storage.object_lock else 0.0,
-            on_event=self.audit.system, chain_locks=self.chain_locks,
+            on_event=self.audit.system, chain_locks=self.chain_locks, on_stored=self._segment_stored,
         )
         self.ingest = IngestService(ingestor, retry_max=cfg.storage.retry_max, on_change=self.pulse.fire)
         stack.push_async_callback(self.ingest.stop)
@@ -152,7 +169,7 @@ class NvrServer:
 
         self.spoolwatch = SpoolWatch(
             self.spool, self.audit, limit_bytes=cfg.recording.spool_limit_bytes,
-            min_free_bytes=cfg.recording.min_free_bytes,
+            min_free_bytes=cfg.recording.min_free_bytes, on_check=self._spool_checked,
         )
         await self._own_task(self.spoolwatch.run(), "spool-watch")
 
@@ -179,6 +196,7 @@ class NvrServer:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.server.listen_port
         log.info("HTTP API on http://%s:%d/", cfg.server.listen_host, self.http_port)
+        await self.retention.start()
 
     async def _own_task(self, coro, name: str) -> asyncio.Task:
         """Start a task that the exit stack cancels and awaits."""
@@ -212,6 +230,8 @@ class NvrServer:
         sp = self.spoolwatch.status
         alarms = [a for a in (sp.alarm, self.ingest.storage_error and f"S3 unavailable: {self.ingest.storage_error}") if a]
         alarms += [f"camera {c}: {e}" for c, e in self.ingest.lane_errors.items() if e != self.ingest.storage_error]
+        if self.retention is not None and self.retention.alarm:
+            alarms.append(self.retention.alarm)
         return {
             "version": __version__,
             "node": self.backend.node_id if self.backend else None,
@@ -225,6 +245,7 @@ class NvrServer:
                 "segments": self.ingest.stats.segments, "bytes": self.ingest.stats.bytes,
                 "errors": self.ingest.stats.errors, "gaps": self.ingest.stats.gaps,
             },
+            "retention": self.retention.status() if self.retention is not None else None,
             "alarms": alarms,
         }
 

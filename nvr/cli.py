@@ -15,7 +15,7 @@ from storage.errors import IntegrityError, KeyringError, StorageError
 from storage.retrieve import open_segment
 from storage.times import ms_to_rfc3339, parse_rfc3339
 
-from . import __version__, cli_custody
+from . import __version__, cli_custody, cli_retention
 from .audit import AuditLog, cli_actor
 from .backend import open_backend
 from .config import Config, load_config, parse_listen
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", parents=[common], help="list tokens (never the tokens themselves)")
 
     cli_custody.add_parsers(sub, common)
+    cli_retention.add_parsers(sub, common)
 
     sub.add_parser("check-config", parents=[common], help="validate the config and print a summary")
     return p
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(cfg, args)
         if args.command in cli_custody.COMMANDS:
             return cli_custody.run(cfg, args)
+        if args.command == "retention":
+            return cli_retention.run(cfg, args)
         return _check_config(cfg)
     except ConfigError as e:
         print(f"nvr: config error: {e}", file=sys.stderr)

@@ -82,6 +82,9 @@ class KeysConfig:
 @dataclass(frozen=True)
 class RetentionConfig:
     min_age: float = 86400.0  # footage younger than this is never deleted (and object-locked when enabled)
+    rules: Any = None  # retention.policy.RuleSet of [retention.default]/[retention.cameras.*]/quota; None: no limits
+    sweep_interval: float = 600.0
+    min_free_bytes: int | None = None  # storage-full trigger on the spool disk; None: recording.min_free
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,43 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
     return cam
 
 
+def parse_retention(table: Any, source: str | None) -> RetentionConfig:
+    """``[retention]``: the floor, the sweep, the storage-full trigger and the initial rules (checked as a whole)."""
+    # Imported here: retention.policy imports this module (CAMERA_ID_RE).
+    from retention.policy import RetentionRuleError
+    from retention.rules import parse_rules
+
+    rt = _Section(table, "retention", source)
+    min_age = rt.duration("min_age", 86400.0, minimum=60.0)
+    sweep_interval = rt.duration("sweep_interval", 600.0, minimum=10.0)
+    min_free = rt.size("min_free", -1)
+    data: dict[str, Any] = {}
+    default = rt.take("default", dict, None)
+    if default is not None:
+        if "min_age" in default:
+            raise rt.error("default.min_age", "set retention.min_age instead: it is the default rule's min_age "
+                                              "and the floor of every rule")
+        data["default"] = default
+    cameras = rt.take("cameras", dict, None)
+    if cameras is not None:
+        data["cameras"] = cameras
+    quota = rt.take("quota", str, None)
+    if quota is not None:
+        data["quota_bytes"] = quota
+    for name in ("high_watermark", "low_watermark"):
+        value = rt.take(name, (int, float), None)
+        if value is not None:
+            data[name] = value
+    rt.finish()
+    try:
+        rules = parse_rules(data, min_age)
+    except RetentionRuleError as e:
+        key = "quota" if e.field == "quota_bytes" else e.field
+        raise ConfigError(f"retention.{key}", e.message, source=source) from None
+    return RetentionConfig(min_age=min_age, rules=rules, sweep_interval=sweep_interval,
+                           min_free_bytes=None if min_free < 0 else min_free)
+
+
 def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base``."""
     base = base or Path.cwd()
@@ -374,9 +414,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     )
     ks.finish()
 
-    rt = _Section(top.take("retention", dict, {}), "retention", source)
-    retention = RetentionConfig(min_age=rt.duration("min_age", 86400.0, minimum=60.0))
-    rt.finish()
+    retention = parse_retention(top.take("retention", dict, {}), source)
 
     raw_cams = top.take("cameras", list, [])
     cameras: list[CameraConfig] = []

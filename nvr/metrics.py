@@ -75,4 +75,6 @@ def render_metrics(srv: NvrServer) -> str:
            [({"method": m, "route": r, "status": str(s)}, float(n)) for (m, r, s), n in sorted(http.requests.items())])
     metric("nvr_http_request_seconds_total", "counter", "Time spent answering HTTP requests",
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
+    if getattr(srv, "retention", None) is not None:
+        out += srv.retention.metrics_lines()
     return "\n".join(out) + "\n"

@@ -63,7 +63,7 @@ QUERY: dict[str, dict[str, Any]] = {
     "action": {"schema": {"type": "string", "minLength": 1, "maxLength": 128}, "description": "Only this action"},
 }
 
-_REQUIRED_QUERY = {"timeline": ("start", "end"), "clip": ("start", "end")}
+_REQUIRED_QUERY = {"timeline": ("start", "end"), "clip": ("start", "end"), "release_hold": ("reason",)}
 
 
 def _path_params(path: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ PROBLEM_TYPE = "application/problem+json"
 
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Content too large", 415: "Unsupported media type", 416: "Range not satisfiable",
+    409: "Conflict", 410: "Gone", 413: "Content too large", 415: "Unsupported media type", 416: "Range not satisfiable",
     500: "Internal server error", 502: "Storage error", 503: "Service unavailable",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from storage.spool import Spool
@@ -40,11 +41,13 @@ class SpoolWatch:
     """Periodic check; logs an ERROR on entering an alarm, every ``repeat`` seconds while in it, and on clearing."""
 
     def __init__(self, spool: Spool, audit: AuditLog, *, limit_bytes: int, min_free_bytes: int,
-                 interval: float = 5.0, repeat: float = 60.0):
+                 interval: float = 5.0, repeat: float = 60.0,
+                 on_check: Callable[[SpoolStatus], Awaitable[object]] | None = None):
         self.spool = spool
         self.audit = audit
         self.interval = interval
         self.repeat = repeat
+        self.on_check = on_check  # after every check (retention: the storage-full sweep)
         self.status = SpoolStatus(limit_bytes=limit_bytes, min_free_bytes=min_free_bytes)
         self._last_alarm: str | None = None
         self._last_log = 0.0
@@ -74,6 +77,8 @@ class SpoolWatch:
         elif kind and now - self._last_log >= self.repeat:
             log.error("SPOOL ALARM (continuing): %s", alarm)
             self._last_log = now
+        if self.on_check is not None:
+            await self.on_check(s)
         return s
 
     async def run(self) -> None:

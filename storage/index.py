@@ -277,12 +277,13 @@ class Index:
         *,
         limit: int | None = None,
         after_start_ms: int | None = None,
+        state: str | None = None,
     ) -> list[SegmentRow]:
-        """Segments overlapping [start_ms, end_ms), ordered by camera then start time."""
+        """Segments overlapping [start_ms, end_ms) (in ``state`` if given), ordered by camera then start time."""
         sql, args = _select(
             f"SELECT {_SEGMENT_COLUMNS} FROM segments",
             [("camera = ?", camera), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms),
-             ("start_ms > ?", after_start_ms)],
+             ("start_ms > ?", after_start_ms), ("state = ?", state)],
             order="camera, start_ms", limit=limit,
         )
         return [_row(r) for r in self.query(sql, args)]

@@ -93,6 +93,7 @@ class Ingestor:
         lock_seconds: float = 0.0,
         on_event: EventSink | None = None,
         chain_locks: ChainLocks | None = None,
+        on_stored: Callable[[SegmentRow], Awaitable[None]] | None = None,
     ):
         self.store = store
         self.index = index
@@ -104,6 +105,7 @@ class Ingestor:
         # Shared with every other writer of a camera's chain (tombstones, exports): from reading the
         # head to committing the record, no other record may land in between.
         self.chain_locks = chain_locks or ChainLocks()
+        self.on_stored = on_stored  # after each newly indexed segment (retention: legal holds of open holds)
         self.stats = IngestStats()
 
     def _read_and_hash(self, seg: ClosedSegment) -> tuple[bytes, str]:
@@ -162,6 +164,8 @@ class Ingestor:
             row, prev_end = await self._store_and_index(seg, key, data, sha)
         await asyncio.to_thread(self.spool.remove, seg)
         self.stats.observe(row, seg.closed_ms)
+        if self.on_stored is not None:
+            await self.on_stored(row)
 
         start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
         if prev_end is not None and row.start_ms - prev_end > GAP_THRESHOLD_MS:

@@ -98,14 +98,20 @@ def wire(srv: NvrServer) -> RetentionService:
     svc = getattr(srv, "retention", None)
     if svc is not None:
         return svc
-    locks = ChainLocks()
     ingestor = srv.ingest.ingestor
+    locks = getattr(srv, "chain_locks", None)
+    # Ingest holds the server's chain lock itself (asyncio locks are not reentrant: never take it twice).
+    locked_inside = locks is not None and getattr(ingestor, "chain_locks", None) is locks
+    locks = locks or ChainLocks()
     real = ingestor.ingest
 
     async def ingest(seg):
-        async with locks(seg.camera):
+        if locked_inside:
             row = await real(seg)
-        await srv.retention.on_segment_stored(row)
+        else:
+            async with locks(seg.camera):
+                row = await real(seg)
+        await srv.retention.on_segment_stored(row)  # the ingest hook (on_stored), once wired
         return row
 
     ingestor.ingest = ingest
