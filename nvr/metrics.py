@@ -33,16 +33,26 @@ def _esc(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(srv: NvrServer) -> str:
-    out: list[str] = []
+class Exposition:
+    """Lines of the Prometheus text format, one metric family at a time."""
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
-        out.append(f"# HELP {name} {help_}")
-        out.append(f"# TYPE {name} {kind}")
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            out.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
+            self.lines.append(f"{name}{{{lab}}} {_num(value)}" if lab else f"{name} {_num(value)}")
 
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render_metrics(srv: NvrServer) -> str:
+    exp = Exposition()
+    metric, out = exp.metric, exp.lines
     stats = srv.ingest.stats
     metric("nvr_segments_ingested_total", "counter", "Segments stored in S3 and indexed since start",
            [({}, stats.segments)])
@@ -75,6 +85,6 @@ def render_metrics(srv: NvrServer) -> str:
            [({"method": m, "route": r, "status": str(s)}, float(n)) for (m, r, s), n in sorted(http.requests.items())])
     metric("nvr_http_request_seconds_total", "counter", "Time spent answering HTTP requests",
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
-    if getattr(srv, "retention", None) is not None:
-        out += srv.retention.metrics_lines()
-    return "\n".join(out) + "\n"
+    if srv.retention is not None:
+        srv.retention.write_metrics(exp)
+    return exp.text()

@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nvr.errors import NvrError
 from nvr.pulse import Pulse
@@ -68,6 +68,9 @@ from .rules import parse_rules, with_floor
 from .scheduler import SweepScheduler
 from .store import RetentionStore, StoredRules
 from .sweep import Fault, Preview, Sweeper, SweepReport
+
+if TYPE_CHECKING:
+    from nvr.metrics import Exposition
 
 log = logging.getLogger("nvr.retention")
 
@@ -402,17 +405,9 @@ class RetentionService:
             "min_age_floor": self.settings.min_age_floor,
         }
 
-    def metrics_lines(self) -> list[str]:
-        """Prometheus text lines (HELP/TYPE included) for ``nvr.metrics.render_metrics``."""
-        out: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-                out.append(f"{name}{{{lab}}} {value:g}" if lab else f"{name} {value:g}")
-
+    def write_metrics(self, exp: Exposition) -> None:
+        """The ``nvr_retention_*`` metric families, into ``nvr.metrics``' exposition."""
+        metric = exp.metric
         last = self.last_report
         metric("nvr_retention_sweeps_total", "counter", "Retention sweeps run since start, by trigger",
                [({"trigger": t}, float(n)) for t, n in sorted(self.runs.items())])
@@ -434,4 +429,3 @@ class RetentionService:
         metric("nvr_retention_storage_full", "gauge",
                "1 while the spool disk is under retention's floor and retention can't free enough",
                [({}, 1.0 if self.storage_full else 0.0)])
-        return out

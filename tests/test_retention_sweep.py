@@ -19,6 +19,7 @@ from minio.error import S3Error
 
 from nvr.audit import AuditLog
 from nvr.config import load_config
+from nvr.metrics import Exposition
 from retention.holds import HoldRequest
 from retention.policy import RetentionRuleError, Rule, RuleSet
 from retention.rules import parse_rules, with_floor
@@ -143,6 +144,12 @@ async def env(tmp_path, s3, bucket):
     store.close()
 
 
+
+def metrics_text(svc) -> str:
+    exp = Exposition()
+    svc.write_metrics(exp)
+    return exp.text()
+
 def legal_hold(env: Env, row: SegmentRow) -> bool:
     st = env.store.stat(row.object_key, row.version_id)
     assert st is not None, f"{row.id} is gone from the bucket"
@@ -199,7 +206,7 @@ async def test_sweep_keeps_only_held_and_young_footage_and_tombstones_the_rest(e
     # Nothing left to do: a second run deletes nothing and says so.
     again = await svc.run_now("test")
     assert again.deleted_segments == 0 and again.marked == 0
-    metrics = "\n".join(svc.metrics_lines())
+    metrics = metrics_text(svc)
     assert 'nvr_retention_deleted_segments_total{camera="a"} 7' in metrics
 
 
@@ -262,7 +269,7 @@ async def test_s3_error_on_one_object_leaves_it_pending_and_the_rest_proceed(env
     attempts, error = env.index.query("SELECT attempts, error FROM retention_pending WHERE segment_id = ?",
                                       (stuck.id,))[0]
     assert attempts == 1 and "AccessDenied" in error
-    assert "nvr_retention_delete_failures_total 1" in svc.metrics_lines()
+    assert "nvr_retention_delete_failures_total 1" in metrics_text(svc).splitlines()
 
     env.store.client.disable_object_legal_hold(env.store.bucket, stuck.object_key, version_id=stuck.version_id)
     again = await svc.run_now("test")
@@ -363,7 +370,7 @@ async def test_storage_full_deletes_oldest_across_cameras_then_alarms_when_nothi
         b[1].id, b[2].id, *(r.id for r in young)}
     assert svc.storage_full and "held or younger than min_age" in svc.storage_full
     assert svc.alarm == svc.storage_full
-    assert "nvr_retention_storage_full 1" in svc.metrics_lines()
+    assert "nvr_retention_storage_full 1" in metrics_text(svc).splitlines()
     assert len(actions(env, "retention.storage_full")) == 1
     assert await svc.on_spool_check(floor) is None  # back above the floor
     assert svc.storage_full is None and len(actions(env, "retention.storage_full_cleared")) == 1
