@@ -219,13 +219,8 @@ class RetentionStore:
     # ------------------------------------------------------------------ rules
 
     def current_rules(self) -> StoredRules | None:
-        rows = self.index.query(
-            "SELECT version, rules, source, changed_ms, actor, config_hash FROM retention_rules "
-            "ORDER BY version DESC LIMIT 1")
-        if not rows:
-            return None
-        version, raw, source, changed, actor, chash = rows[0]
-        return StoredRules(rules_from_dict(json.loads(raw)), version, source, changed, actor, chash)
+        with self.index.transaction() as db:
+            return _current_rules(db)
 
     def rules_history(self, limit: int = 50) -> list[tuple[int, dict[str, Any], str, int, str]]:
         rows = self.index.query("SELECT version, rules, source, changed_ms, actor FROM retention_rules "
@@ -246,13 +241,9 @@ class RetentionStore:
         """Make the config file's rules current if they changed since last imported; (old, current)."""
         digest = rules_hash(rules)
         with self.index.transaction() as db:
-            row = db.execute("SELECT version, rules, source, changed_ms, actor, config_hash FROM retention_rules "
-                             "ORDER BY version DESC LIMIT 1").fetchone()
-            old = None
-            if row is not None:
-                old = StoredRules(rules_from_dict(json.loads(row[1])), row[0], row[2], row[3], row[4], row[5])
-                if row[5] == digest:
-                    return old, old
+            old = _current_rules(db)
+            if old is not None and old.config_hash == digest:
+                return old, old
             version = self._insert_rules(db, rules, source="config", actor="config file", now_ms=now_ms,
                                          config_hash=digest)
         return old, StoredRules(rules, version, "config", now_ms, "config file", digest)
@@ -261,11 +252,7 @@ class RetentionStore:
                   expect_version: int | None = None) -> tuple[StoredRules | None, StoredRules]:
         """Store ``rules`` as a new version; (old, new). ``expect_version`` guards read-modify-write."""
         with self.index.transaction() as db:
-            row = db.execute("SELECT version, rules, source, changed_ms, actor, config_hash FROM retention_rules "
-                             "ORDER BY version DESC LIMIT 1").fetchone()
-            old = None
-            if row is not None:
-                old = StoredRules(rules_from_dict(json.loads(row[1])), row[0], row[2], row[3], row[4], row[5])
+            old = _current_rules(db)
             if expect_version is not None and (old.version if old else 0) != expect_version:
                 raise RuntimeError("retention rules changed concurrently")
             chash = old.config_hash if old else None
@@ -445,3 +432,12 @@ class RetentionStore:
     def last_run(self) -> dict[str, Any] | None:
         rows = self.index.query("SELECT report FROM retention_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1")
         return json.loads(rows[0][0]) if rows else None
+
+
+def _current_rules(db) -> StoredRules | None:
+    """The newest stored rules version (inside the caller's transaction)."""
+    row = db.execute("SELECT version, rules, source, changed_ms, actor, config_hash FROM retention_rules "
+                     "ORDER BY version DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    return StoredRules(rules_from_dict(json.loads(row[1])), row[0], row[2], row[3], row[4], row[5])
