@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_camera_start ON segments (camera, start_ms);
 CREATE INDEX IF NOT EXISTS segments_camera_end ON segments (camera, end_ms);
+-- The longest segment ever indexed: a range query can then bound start_ms from below and use the
+-- (camera, start_ms) index tightly, instead of scanning a camera's whole history before the range.
+CREATE TRIGGER IF NOT EXISTS segments_longest AFTER INSERT ON segments BEGIN
+    INSERT INTO meta (key, value) VALUES ('max_segment_ms', CAST(NEW.end_ms - NEW.start_ms AS TEXT))
+    ON CONFLICT (key) DO UPDATE
+    SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT);
+END;
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     ts_ms INTEGER NOT NULL,
@@ -180,6 +187,11 @@ class Index:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            # An index written before the trigger existed: one scan, once.
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) "
+                "SELECT 'max_segment_ms', CAST(COALESCE(MAX(end_ms - start_ms), 0) AS TEXT) FROM segments"
+            )
         except sqlite3.Error as e:
             raise IndexError_(f"index {path} can't be opened: {e}") from e
         self._lock = threading.RLock()
@@ -280,9 +292,13 @@ class Index:
         state: str | None = None,
     ) -> list[SegmentRow]:
         """Segments overlapping [start_ms, end_ms) (in ``state`` if given), ordered by camera then start time."""
+        earliest = None
+        if start_ms is not None:
+            # No segment overlapping the range starts before start_ms - the longest segment.
+            earliest = start_ms - int(self.query("SELECT value FROM meta WHERE key = 'max_segment_ms'")[0][0])
         sql, args = _select(
             f"SELECT {_SEGMENT_COLUMNS} FROM segments",
-            [("camera = ?", camera), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms),
+            [("camera = ?", camera), ("start_ms >= ?", earliest), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms),
              ("start_ms > ?", after_start_ms), ("state = ?", state)],
             order="camera, start_ms", limit=limit,
         )
