@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     names = list(MEASUREMENTS) if args.name == "all" else [args.name]
+    from bench.common import machine
+
+    log(f"machine: {machine()}")
     rows: list[Row] = []
     failed: list[str] = []
     started = time.monotonic()

@@ -18,7 +18,7 @@ its ffmpeg children apart), RSS of the server, RSS of each ffmpeg, PSS of the
 tree, and the same for the simulator and the S3 server (they share this
 machine's 2 cores with the server, which a real node would not).
 The figure is the largest N held; the ratio is cost per camera at that N ÷
-at the smallest N (how cost grows with the count). Quick mode stops at 24
+at the smallest N (how cost grows with the count). Quick mode stops at 40
 cameras (the limit may lie beyond: then it says so and gives the CPU
 projection); full mode goes on until a step fails.
 """
@@ -143,7 +143,7 @@ def step(n: int, window: float, work, s3) -> dict[str, Any]:
 
 
 def run(mode: Mode) -> list[Row]:
-    steps = mode.pick([4, 12, 24], [8, 16, 32, 48, 64, 96, 128, 160, 192], smoke=[2, 4])
+    steps = mode.pick([4, 16, 40], [8, 16, 32, 48, 64, 96, 128, 160, 192], smoke=[2, 4])
     window = mode.pick(30.0, 300.0, smoke=20.0)
     work = fresh_dir("cameras")
     results: list[dict[str, Any]] = []

@@ -99,6 +99,7 @@ def save(name: str, mode: Mode, rows: list[Row], data: dict[str, Any]) -> Path:
     """Write bench/results/<name>.json (the latest) and a timestamped copy under runs/."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     doc = {"name": name, "mode": mode.name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "command": "python -m bench " + " ".join(sys.argv[1:]),
            "machine": machine(), "rows": [r.as_dict() for r in rows], "data": data}
     text = json.dumps(doc, indent=2, sort_keys=True, default=str)
     out = RESULTS / f"{name}.json"
@@ -118,7 +119,10 @@ def machine() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     vm = psutil.virtual_memory()
+    rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip()
     return {
+        "git": rev,
         "nproc": os.cpu_count(), "cpu_model": model, "mem_total_gib": round(vm.total / 2**30, 1),
         "loadavg": [round(x, 2) for x in os.getloadavg()], "kernel": platform.release(),
         "python": platform.python_version(),
@@ -213,10 +217,13 @@ def tree_cpu(pid: int) -> dict[str, float]:
 
     Live processes are read directly; exited ones are in their parent's
     children_* times once reaped, so the sum never counts anything twice.
-    ``root`` is the process itself plus what it reaped (short-lived probes).
+    ``root`` is the process itself plus what it reaped (short-lived probes, a
+    clip's per-segment remux); ``root_self`` and ``root_reaped`` split it.
     """
     root = psutil.Process(pid)
-    out = {"root": _own(root), "ffmpeg": 0.0, "other": 0.0}
+    t = root.cpu_times()
+    out = {"root": _own(root), "root_self": t.user + t.system, "root_reaped": t.children_user + t.children_system,
+           "ffmpeg": 0.0, "other": 0.0}
     for child in root.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             out[_kind(child)] += _own(child)
@@ -370,6 +377,8 @@ class NvrProc:
     cameras: list[dict[str, Any]]
     recording: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
+    module: str = "nvr.cli"  # what `python -m` runs; bench.whatif_server for the what-if variant
     proc: subprocess.Popen | None = None
     port: int | None = None
     token: str = ""
@@ -419,8 +428,9 @@ class NvrProc:
         self.token = self.make_token()
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nvr.cli", "serve", "--config", str(cfg), "--log-level", "info"],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
+            [sys.executable, "-m", self.module, "serve", "--config", str(cfg), "--log-level", "info"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **self.env} if self.env else None)
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

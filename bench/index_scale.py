@@ -13,10 +13,16 @@ cache: the file was just written; a cold disk is slower and not measured):
 
 * ``segments_day``: ``Index.segments(camera, day_start, day_end)`` (8 640 rows);
 * ``segments_page``: the same with ``limit=101`` (the API's default page);
-* ``timeline_day``: ``Index.segments`` + ``nvr.api.merge_ranges`` (the timeline route).
+* ``timeline_day``: ``Index.segments`` + ``nvr.api.merge_ranges`` (the timeline route);
+* what-ifs of the recommended fixes: ``bounded_day`` (the same query with a
+  lower bound ``start_ms >= day_start - 1 h`` so SQLite seeks instead of
+  walking the camera's history) and ``lean_timeline_day`` (bounded, selecting
+  only ``start_ms, end_ms`` for the timeline).
 
 The ratio is p50 at N rows ÷ p50 at the smallest size of the same run (same
-result size): how the query cost grows with the index. Quick mode builds 100 k
+result size): how the query cost grows with the index. All indexes are built
+first and then queried side by side (every round runs every query on every
+index in a shuffled order), so machine noise hits all sizes alike. Quick mode builds 100 k
 and 1 M rows; 10 M and 50 M are extrapolated from those (labelled so).
 Size: the database file after a WAL checkpoint, per million rows.
 """
@@ -60,6 +66,12 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
     cams = cameras or cameras_for(rows)
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")  # bulk load only; the product writes with FULL
+    db.execute("PRAGMA cache_size=-2000000")  # 2 GB page cache while loading (the random-key indexes)
+    # The product's secondary indexes are dropped for the load and re-created from their own SQL after it.
+    secondary = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'segments' "
+                           "AND sql IS NOT NULL").fetchall()
+    for name, _ in secondary:
+        db.execute(f"DROP INDEX {name}")
     key_id = "20251201T000000Z-0a1b2c3d"
     sample = None
     t0 = time.perf_counter()
@@ -97,7 +109,13 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
                 head=_Head(cam, slot - 1, prev[c]), start=s_iso, end=e_iso, partial=False, size=size,
                 sha256=sha, object_key=okey, object_size=size + 110, object_sha256=osha, key_id=key_id,
                 node="node-1")
-            text = canonical_json(rec).decode()
+            # The canonical JSON by template (fast); checked against canonical_json on the first rows.
+            text = (f'{{"camera":"{cam}","end":"{e_iso}","key_id":"{key_id}","node":"node-1",'
+                    f'"object_key":"{okey}","object_sha256":"{osha}","object_size":{size + 110},'
+                    f'"partial":false,"prev":"{prev[c]}","seq":{slot},"sha256":"{sha}","size":{size},'
+                    f'"start":"{s_iso}","type":"segment","v":1}}')
+            if n < 3 and text != canonical_json(rec).decode():
+                raise RuntimeError("ledger record shape changed: update the template in bench/index_scale.py")
             sample = sample or text
             batch_led.append((cam, slot, "segment", text, rhash, prev[c]))
             batch_seg.append((f"{cam}:{slot}", cam, slot, start, start + SEG_MS, 0, size, sha, okey, size + 110,
@@ -108,6 +126,8 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
             flush()
     if batch_seg:
         flush()
+    for _, sql in secondary:
+        db.execute(sql)
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     size = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + "-*"))
@@ -138,7 +158,22 @@ def _bounded(index, camera: str, s: int, e: int) -> list:
     return [_row(r) for r in index.query(sql, (camera, s - MAX_SEGMENT_MS, e, s))]
 
 
-QUERIES = ("segments_day", "segments_page", "timeline_day", "bounded_day")
+def _lean_timeline(index, camera: str, s: int, e: int) -> list:
+    """What-if of the timeline route: bounded, and only the two columns it needs (no SegmentRow objects)."""
+    from nvr.api import merge_ranges
+
+    class _R:
+        __slots__ = ("start_ms", "end_ms")
+
+        def __init__(self, a: int, b: int):
+            self.start_ms, self.end_ms = a, b
+
+    rows = index.query("SELECT start_ms, end_ms FROM segments WHERE camera = ? AND start_ms >= ? AND start_ms < ? "
+                       "AND end_ms > ? ORDER BY start_ms", (camera, s - MAX_SEGMENT_MS, e, s))
+    return merge_ranges([_R(a, b) for a, b in rows], s, e)[0]
+
+
+QUERIES = ("segments_day", "segments_page", "timeline_day", "bounded_day", "lean_timeline_day")
 
 
 def _one(index, name: str, cam: str, s: int, e: int) -> int:
@@ -150,43 +185,55 @@ def _one(index, name: str, cam: str, s: int, e: int) -> int:
         return len(index.segments(cam, s, e))
     if name == "timeline_day":
         return len(merge_ranges(index.segments(cam, s, e), s, e)[0])
+    if name == "lean_timeline_day":
+        return len(_lean_timeline(index, cam, s, e))
     return len(_bounded(index, cam, s, e))
 
 
-def query(path: Path, info: dict[str, Any], n: int, seed: int = 1, *, day: str = "random") -> dict[str, Any]:
-    """p50/p99 (ms) of each query on random cameras; ``day``: a random day, the first or the last one."""
+def query_many(entries: list[tuple[str, Path, dict[str, Any], str]], n: int, seed: int = 1) -> dict[str, Any]:
+    """p50/p99 (ms) of each query type for each entry ``(label, db path, build info, day)``.
+
+    ``day``: "random" (a random day of a random camera), "first" or "last" (that camera's first or
+    newest day). Every iteration runs every query type on every entry back to back, in a shuffled
+    order, so a noisy neighbour slows all sizes alike (the ratios compare queries that ran side by
+    side) and no query always runs on a cache another one warmed.
+    """
     from storage.index import Index
 
     rnd = random.Random(seed)
-    index = Index(path)
-    span_slots = max(1, int(info["days_per_camera"] * PER_DAY) - PER_DAY)
-    times: dict[str, list[float]] = {q: [] for q in QUERIES}
-    counts: dict[str, list[int]] = {q: [] for q in QUERIES}
+    indexes = {label: Index(path) for label, path, _, _ in entries}
+    times: dict[tuple[str, str], list[float]] = {(e[0], q): [] for e in entries for q in QUERIES}
+    counts: dict[tuple[str, str], list[int]] = {(e[0], q): [] for e in entries for q in QUERIES}
     try:
         for i in range(n + 5):
-            cam = f"cam{rnd.randrange(info['cameras']):04d}"
-            slot = {"random": rnd.randrange(span_slots), "first": 0, "last": span_slots - 1}[day]
-            s = T0 + slot * SEG_MS
-            order = list(QUERIES)
-            rnd.shuffle(order)  # no query always runs on a cache the previous one warmed
-            for name in order:
+            plan = []
+            for label, _, info, day in entries:
+                span_slots = max(1, int(info["days_per_camera"] * PER_DAY) - PER_DAY)
+                cam = f"cam{rnd.randrange(info['cameras']):04d}"
+                slot = {"random": rnd.randrange(span_slots), "first": 0, "last": span_slots - 1}[day]
+                plan += [(label, q, cam, T0 + slot * SEG_MS) for q in QUERIES]
+            rnd.shuffle(plan)
+            for label, q, cam, s in plan:
                 t = time.perf_counter()
-                got = _one(index, name, cam, s, s + DAY_MS)
+                got = _one(indexes[label], q, cam, s, s + DAY_MS)
                 dt = (time.perf_counter() - t) * 1000
-                if i >= 5:  # the first few warm SQLite's cache
-                    times[name].append(dt)
-                    counts[name].append(got)
+                if i >= 5:  # the first few warm SQLite's caches
+                    times[(label, q)].append(dt)
+                    counts[(label, q)].append(got)
     finally:
-        index.close()
-    return {q: {"p50_ms": median(times[q]), "p99_ms": pct(times[q], 99), "n": len(times[q]),
-                "rows_returned_median": median(counts[q])} for q in QUERIES}
+        for index in indexes.values():
+            index.close()
+    return {label: {q: {"p50_ms": median(times[(label, q)]), "p99_ms": pct(times[(label, q)], 99),
+                        "n": len(times[(label, q)]), "rows_returned_median": median(counts[(label, q)])}
+                    for q in QUERIES} for label, _, _, _ in entries}
 
 
 def run(mode: Mode) -> list[Row]:
     sizes = mode.pick([100_000, 1_000_000], [100_000, 1_000_000, 10_000_000, 50_000_000], smoke=[20_000, 100_000])
-    nq = mode.pick(40, 200, smoke=10)
+    nq = mode.pick(25, 200, smoke=10)
     work = fresh_dir("index")
     results: dict[str, Any] = {"sizes": {}, "extrapolated": {}}
+    entries: list[tuple[str, Path, dict[str, Any], str]] = []
     for rows in sizes:
         path = work / f"index-{rows}.sqlite3"
         free = shutil.disk_usage(work).free
@@ -197,23 +244,26 @@ def run(mode: Mode) -> list[Row]:
             continue
         log(f"index: building {rows:,} rows ({cameras_for(rows)} cameras)")
         info = build(path, rows)
-        log(f"index: built in {info['build_s']:.0f} s, {info['bytes'] / 1e6:.0f} MB; querying")
-        info["queries"] = query(path, info, nq)
+        log(f"index: built in {info['build_s']:.0f} s, {info['bytes'] / 1e6:.0f} MB")
         results["sizes"][str(rows)] = info
-        path.unlink()
-        for p in path.parent.glob(path.name + "-*"):
-            p.unlink()
-    # History depth: few cameras with many days each. The product's day query bounds start_ms only from
-    # above, so SQLite walks the camera's history from its first segment: the last day costs more than the first.
-    depth_rows = mode.pick(500_000, 2_000_000, smoke=50_000)
-    depth_cams = mode.pick(5, 5, smoke=2)
+        entries.append((str(rows), path, info, "random"))
+    # History depth: few cameras with many days each. A day query that bounds start_ms only from above
+    # (the product's until commit 8f2c093) walks the camera's history from its first segment, so the last
+    # day costs more than the first; with a lower bound both cost the same.
+    depth_rows = mode.pick(300_000, 2_000_000, smoke=50_000)
+    depth_cams = mode.pick(3, 5, smoke=2)
     path = work / "index-depth.sqlite3"
     log(f"index: history depth, {depth_rows:,} rows over {depth_cams} cameras")
-    info = build(path, depth_rows, cameras=depth_cams)
-    info["first_day"] = query(path, info, nq, day="first")
-    info["last_day"] = query(path, info, nq, day="last")
-    info["last_over_first"] = {q: info["last_day"][q]["p50_ms"] / info["first_day"][q]["p50_ms"] for q in QUERIES}
-    results["depth"] = info
+    depth = build(path, depth_rows, cameras=depth_cams)
+    entries += [("depth-first", path, depth, "first"), ("depth-last", path, depth, "last")]
+    log(f"index: querying {len(entries)} indexes side by side, {nq} rounds")
+    got = query_many(entries, nq)
+    for label, _, info, _ in entries:
+        if not label.startswith("depth"):
+            info["queries"] = got[label]
+    depth["first_day"], depth["last_day"] = got["depth-first"], got["depth-last"]
+    depth["last_over_first"] = {q: depth["last_day"][q]["p50_ms"] / depth["first_day"][q]["p50_ms"] for q in QUERIES}
+    results["depth"] = depth
     shutil.rmtree(work, ignore_errors=True)
 
     measured = {int(k): v for k, v in results["sizes"].items() if "queries" in v}
@@ -221,21 +271,28 @@ def run(mode: Mode) -> list[Row]:
     base = measured[base_n]["queries"]
     for v in measured.values():
         v["ratio_vs_smallest"] = {q: v["queries"][q]["p50_ms"] / base[q]["p50_ms"] for q in base}
-    # Extrapolate sizes not measured: bytes linear in rows; latency log-linear in rows from the two largest measured.
-    pts = sorted(measured)
+    # Extrapolate sizes not measured, for a 350-camera node (cameras_for): bytes linear in rows; latency =
+    # the largest measured size's, corrected for history depth: each row of a camera's history before the
+    # asked day costs what the depth test measured (last-day minus first-day latency per row; ~0 when the
+    # query seeks); a random day has half the history before it, the newest day all of it.
+    d = results["depth"]
+    d_skip = d["rows"] / d["cameras"] - PER_DAY
+    per_row = {q: max(0.0, d["last_day"][q]["p50_ms"] - d["first_day"][q]["p50_ms"]) / d_skip for q in QUERIES}
+    big = max(measured)
+    big_skip = (measured[big]["rows"] / measured[big]["cameras"] - PER_DAY) / 2
     for target in (10_000_000, 50_000_000):
         if target in measured:
             continue
-        a, b = pts[-2], pts[-1]
-        ex = {"bytes": measured[b]["bytes_per_million_rows"] * target / 1e6, "queries": {}}
-        for q in base:
-            ya, yb = measured[a]["queries"][q]["p50_ms"], measured[b]["queries"][q]["p50_ms"]
-            slope = (math.log(yb) - math.log(ya)) / (math.log(b) - math.log(a))
-            ex["queries"][q] = {"p50_ms": yb * (target / b) ** slope}
-            ya, yb = measured[a]["queries"][q]["p99_ms"], measured[b]["queries"][q]["p99_ms"]
-            slope = (math.log(yb) - math.log(ya)) / (math.log(b) - math.log(a))
-            ex["queries"][q]["p99_ms"] = yb * (target / b) ** slope
+        cams = cameras_for(target)
+        history = target / cams - PER_DAY
+        ex = {"bytes": measured[big]["bytes_per_million_rows"] * target / 1e6, "cameras": cams,
+              "days_per_camera": target / cams / PER_DAY, "queries": {}}
+        for q in QUERIES:
+            flat = measured[big]["queries"][q]["p50_ms"] - per_row[q] * big_skip
+            ex["queries"][q] = {"p50_ms": flat + per_row[q] * history / 2,  # a random day
+                                "last_day_p50_ms": flat + per_row[q] * history}  # the newest day
         results["extrapolated"][str(target)] = ex
+    results["per_skipped_row_ms"] = per_row
 
     rows_out = []
     for n in sorted(measured):
@@ -246,16 +303,19 @@ def run(mode: Mode) -> list[Row]:
             f"day-query p50 ÷ at {base_n / 1e6:g} M", "",
             f"segments/day p50 {q['segments_day']['p50_ms']:.1f} / p99 {q['segments_day']['p99_ms']:.1f} ms; "
             f"timeline p50 {q['timeline_day']['p50_ms']:.1f} / p99 {q['timeline_day']['p99_ms']:.1f} ms; "
-            f"page p50 {q['segments_page']['p50_ms']:.2f} ms; {v['bytes_per_million_rows'] / 1e9:.2f} GB per M rows "
+            f"page p50 {q['segments_page']['p50_ms']:.2f} ms; lean timeline p50 {q['lean_timeline_day']['p50_ms']:.1f} ms; "
+            f"{v['bytes_per_million_rows'] / 1e9:.2f} GB per M rows "
             f"({v['cameras']} cams × {v['days_per_camera']:.1f} d)"))
     for n, ex in results["extrapolated"].items():
         q = ex["queries"]
         rows_out.append(Row(
             f"6. Index {int(n) / 1e6:g} M rows (EXTRAPOLATED)", q["segments_day"]["p50_ms"] / base["segments_day"]["p50_ms"],
             f"day-query p50 ÷ at {base_n / 1e6:g} M", "",
-            f"extrapolated, not measured: segments/day p50 ~{q['segments_day']['p50_ms']:.0f} ms, "
-            f"timeline p50 ~{q['timeline_day']['p50_ms']:.0f} ms; ~{ex['bytes'] / 1e9:.0f} GB"))
-    d = results["depth"]
+            f"extrapolated, not measured ({ex['cameras']} cams × {ex['days_per_camera']:.1f} d): segments/day p50 "
+            f"~{q['segments_day']['p50_ms']:.0f} ms (newest day ~{q['segments_day']['last_day_p50_ms']:.0f}), "
+            f"timeline ~{q['timeline_day']['p50_ms']:.0f} ms, first page ~{q['segments_page']['p50_ms']:.0f} ms "
+            f"(newest day ~{q['segments_page']['last_day_p50_ms']:.0f}); bounded day query "
+            f"~{q['bounded_day']['p50_ms']:.0f} ms; ~{ex['bytes'] / 1e9:.0f} GB (warm page cache assumed)"))
     fd, ld, lo = d["first_day"], d["last_day"], d["last_over_first"]
     depth = f"{d['days_per_camera']:.1f} days/camera"
     rows_out.append(Row(

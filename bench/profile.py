@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from bench.common import (
@@ -36,6 +38,7 @@ from bench.common import (
     log,
     mount_url,
     s3_server,
+    segment_file,
     simulator,
     tree_cpu,
     wait_for,
@@ -54,6 +57,37 @@ STAGES = (
     ("spool watch", ("nvr/spoolwatch.py",)),
     ("asyncio event loop / threads (other)", ("asyncio", "threading.py", "concurrent/futures")),
 )
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of every thread (native tid) of ``pid``, from /proc."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(f[11]) + int(f[12])) / tck
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def thread_names(pyspy: str, pid: int) -> dict[int, str]:
+    """Native tid -> Python thread name, from ``py-spy dump``."""
+    import re
+
+    out = subprocess.run([pyspy, "dump", "--pid", str(pid)], capture_output=True, text=True).stdout
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r'^Thread (\d+) \(\w+\): "([^"]*)"', out, re.M)}
+
+
+def thread_role(name: str) -> str:
+    if name == "MainThread":
+        return "event loop (MainThread): recorders, lanes, HTTP, callbacks"
+    if name.startswith("s3_"):
+        return "S3 pool (s3_*): encrypt + SHA-256 of object, HEAD, PUT"
+    if name.startswith("asyncio_"):
+        return "to_thread pool (asyncio_*): read + SHA-256, SQLite, spool tickets"
+    return f"other threads ({name.rstrip('0123456789_-') or 'unnamed'})"
 
 
 def stage_of(stack: str) -> str:
@@ -89,44 +123,233 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--svg", action="store_true", help="also write a flame graph SVG")
+    p.add_argument("--whatif-server", action="store_true",
+                   help="profile bench.whatif_server (the recommended ingest changes patched in) instead")
+    p.add_argument("--ingest-steps", action="store_true",
+                   help="instead: CPU ms per segment of each ingest step, one thread, no server")
+    p.add_argument("--sweep", action="store_true", help="instead: py-spy over the retention sweep (measurement 7)")
+    p.add_argument("--whatif", action="store_true",
+                   help="with --ingest-steps: no HEAD on first attempt, PUT signed with the known SHA-256")
+    p.add_argument("--stream", action="store_true",
+                   help="with --ingest-steps: --whatif plus one streaming pass for read/hash/encrypt/hash")
     args = p.parse_args(argv)
+    if args.sweep:
+        res = sweep_profile()
+        (RESULTS / "profile-sweep.json").write_text(json.dumps(res, indent=2))
+        print(f"sweep: {res['deleted']} deletions in {res['seconds']:.1f} s, {res['cpu_s']:.1f} cpu-s; "
+              f"{res['samples']} samples")
+        print("inclusive (retention/ and storage/index.py frames):")
+        for k, pc in res["inclusive"]:
+            print(f"  {pc:5.1f} %  {k}")
+        print("leaf:")
+        for k, pc in res["leaf"]:
+            print(f"  {pc:5.1f} %  {k}")
+        return 0
+    if args.ingest_steps:
+        steps = ingest_steps(whatif=args.whatif, stream=args.stream)
+        tag = "-stream" if args.stream else "-whatif" if args.whatif else ""
+        malloc = "-malloc" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else ""
+        (RESULTS / f"profile-ingest-steps{tag}{malloc}.json").write_text(json.dumps(steps, indent=2))
+        total = sum(steps.values())
+        print(f"ingest CPU per {os.path.getsize(segment_file()) / 1e6:.1f} MB segment: {total:.1f} ms")
+        for k, v in sorted(steps.items(), key=lambda kv: kv[0].strip()):
+            print(f"  {v:6.2f} ms  {100 * v / total:5.1f} %  {k}")
+        return 0
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not os.access(pyspy, os.X_OK):
         print("py-spy not found: pip install py-spy (bench-only dependency)", file=sys.stderr)
         return 2
     work = fresh_dir("profile")
-    raw = RESULTS / "profile-recording.txt"
+    tag = "-whatif" if args.whatif_server else ""
+    raw = RESULTS / f"profile-recording{tag}.txt"
     with s3_server(work) as s3, simulator(args.cameras) as sim:
         bucket = s3.make_bucket(f"prof-{os.getpid()}")
         cams = [{"id": f"cam{i:03d}", "url": mount_url(sim, i)} for i in range(args.cameras)]
-        with NvrProc(work / "nvr", s3, bucket, cams) as nvr:
+        module = "bench.whatif_server" if args.whatif_server else "nvr.cli"
+        with NvrProc(work / "nvr", s3, bucket, cams, module=module) as nvr:
             wait_for(lambda: len(indexed_counts(nvr.index_path)) == args.cameras, 90, "first segments", nvr.proc)
             log(f"profiling nvr serve (pid {nvr.pid}) for {args.seconds} s at {args.rate} Hz")
+            names = thread_names(pyspy, nvr.pid)
+            th0 = thread_cpu(nvr.pid)
             c0, t0 = tree_cpu(nvr.pid), time.monotonic()
             subprocess.run([pyspy, "record", "--pid", str(nvr.pid), "--duration", str(args.seconds),
                             "--rate", str(args.rate), "--nonblocking", "--nolineno", "--format", "raw",
                             "--output", str(raw)], check=True, capture_output=True)
             cpu = diff(c0, tree_cpu(nvr.pid))
             dt = time.monotonic() - t0
+            th1 = thread_cpu(nvr.pid)
+            names.update(thread_names(pyspy, nvr.pid))
+            segs = sum(indexed_counts(nvr.index_path).values())
             if args.svg:
                 subprocess.run([pyspy, "record", "--pid", str(nvr.pid), "--duration", str(min(30, args.seconds)),
                                 "--rate", str(args.rate), "--nonblocking", "--output",
                                 str(RESULTS / "profile-recording.svg")], check=True, capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
     s = summarize(raw)
+    roles: collections.Counter[str] = collections.Counter()
+    for tid, c in th1.items():
+        roles[thread_role(names.get(tid, "?"))] += c - th0.get(tid, 0.0)
+    s["threads_cpu_s"] = dict(roles.most_common())
+    s["segments_indexed_total"] = segs
     s.update({"cameras": args.cameras, "seconds": dt, "python_cpu_s": cpu["root"],
               "python_pct_core_per_camera": 100 * cpu["root"] / dt / args.cameras,
               "ffmpeg_pct_core_per_camera": 100 * cpu["ffmpeg"] / dt / args.cameras})
-    (RESULTS / "profile-recording.json").write_text(json.dumps(s, indent=2))
+    (RESULTS / f"profile-recording{tag}.json").write_text(json.dumps(s, indent=2))
     print(f"server Python process: {s['python_pct_core_per_camera']:.2f} % of a core per camera "
           f"(ffmpeg children {s['ffmpeg_pct_core_per_camera']:.2f}); {s['samples']} samples")
+    per_seg = args.cameras * dt / 10.0  # segments closed in the window (10 s segments)
+    print(f"\nCPU by thread role over the {dt:.0f} s window (ms per segment, ~{per_seg:.0f} segments):")
+    for k, v in s["threads_cpu_s"].items():
+        print(f"  {v:6.2f} cpu-s  {1000 * v / per_seg:6.1f} ms/segment  {k}")
     print("\nby stage (inclusive):")
-    for k, v, pc in s["stages"]:
+    for k, _v, pc in s["stages"]:
         print(f"  {pc:5.1f} %  {k}")
     print("\nby leaf function (self):")
-    for k, v, pc in s["leaf"]:
+    for k, _v, pc in s["leaf"]:
         print(f"  {pc:5.1f} %  {k}")
     return 0
+
+
+
+def sweep_profile(k: int = 3000, rate: int = 250) -> dict:
+    """py-spy (sampling this very process) over the retention sweep of measurement 7's set-up."""
+    import asyncio
+    import sqlite3
+
+    from bench.index_scale import build
+    from bench.retention import put_all, sweep_side
+
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    work = fresh_dir("sweep-profile")
+    index_path = work / "data" / "index.sqlite3"
+    index_path.parent.mkdir(parents=True)
+    build(index_path, k)
+    db = sqlite3.connect(index_path)
+    keys = [r[0] for r in db.execute("SELECT object_key FROM segments")]
+    db.close()
+    raw = RESULTS / "profile-sweep.txt"
+    with s3_server(work) as s3:
+        bucket = s3.make_bucket(f"swp-{os.getpid()}")
+        put_all(s3.client(), bucket, keys)
+        spy = subprocess.Popen([pyspy, "record", "--pid", str(os.getpid()), "--rate", str(rate), "--nonblocking",
+                                "--nolineno", "--format", "raw", "--output", str(raw)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+        c0 = time.process_time()
+        res = asyncio.run(sweep_side(index_path, s3, bucket))
+        res["cpu_s"] = time.process_time() - c0
+        spy.send_signal(2)  # py-spy writes its output on SIGINT
+        spy.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
+    leaf: collections.Counter[str] = collections.Counter()
+    funcs: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or "select (selectors.py)" in stack.rsplit(";", 1)[-1]:
+            continue  # the event loop waiting for its worker threads is not work
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        leaf[frames[-1]] += n
+        for f in set(frames):
+            if "retention/" in f or "storage/index.py" in f or "minio/" in f:
+                funcs[f] += n
+    res["samples"] = total
+    res["leaf"] = [(k, round(100 * v / total, 1)) for k, v in leaf.most_common(12)]
+    res["inclusive"] = [(k, round(100 * v / total, 1)) for k, v in funcs.most_common(15)]
+    return res
+
+
+def _presigned_put(store, key: str, blob: bytes, record: dict, sha256_hex: str) -> str | None:
+    """What-if of step 8: PUT signed with the object SHA-256 ingest already computed (bench.whatif_server)."""
+    from bench.whatif_server import put_with_known_sha256
+
+    return put_with_known_sha256(store, key, blob, record, sha256_hex)
+
+
+def ingest_steps(segments: int = 30, *, whatif: bool = False, stream: bool = False) -> dict[str, float]:
+    """CPU milliseconds per segment of each step of ``Ingestor.ingest``, run one at a time on one thread.
+
+    The same calls, in the same order, as ``storage.ingest.Ingestor.ingest`` (see
+    docs/segment-lifecycle.md, steps 4-10), each timed with the process CPU clock.
+    ``whatif``: step 6 (HEAD) skipped, as it could be on a segment's first attempt, and step 8
+    signs with the already computed object SHA-256 (``_presigned_put``); ``stream`` also replaces
+    steps 5 and 7 by one streaming pass (``StreamingSealer``).
+    """
+    import asyncio
+    from datetime import timedelta  # noqa: F401  (same imports as ingest, for a fair warm-up)
+
+    from bench.ingest import T0, Parts, lay_segment
+    from storage.envelope import SegmentContext
+    from storage.ingest import object_key
+    from storage.ledger import segment_record
+    from storage.times import ms_to_rfc3339
+
+    work = fresh_dir("ingest-steps")
+    source = work / "segment.mp4"
+    shutil.copyfile(segment_file(), source)
+    steps: dict[str, float] = collections.defaultdict(float)
+    from bench.whatif_server import StreamingSealer
+
+    sealer = StreamingSealer()
+    whatif = whatif or stream
+
+    def clock(name: str, fn, *a):
+        c = time.process_time()
+        out = fn(*a)
+        steps[name] += time.process_time() - c
+        return out
+
+    with s3_server(work) as s3:
+        parts = Parts(work, s3, s3.make_bucket(f"steps-{os.getpid()}"))
+        ing, store, index, spool = parts.ingestor, parts.store, parts.index, parts.spool
+        try:
+            for n in range(segments + 3):
+                if n == 3:  # warm-up done
+                    steps.clear()
+                seg = lay_segment(spool, source, "cam000", n, run_ms=T0)
+                key = object_key(seg)
+                clock("4 index lookup (segment_by_object_key)", index.segment_by_object_key, key)
+                if not stream:
+                    data, sha = clock("5 read file + SHA-256 of plaintext", ing._read_and_hash, seg)
+                head = clock("  chain_head + last_end_ms", index.chain_head, seg.camera)
+                clock("  chain_head + last_end_ms", index.last_end_ms, seg.camera)
+                if not whatif:
+                    clock("6 HEAD object (stat)", store.stat, key)
+                start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
+                ctx = SegmentContext(camera=seg.camera, object_key=key, start=start, end=end)
+                if stream:
+                    key_id = ing.keyring.current_kek_id
+                    blob, size, sha, obj_sha = clock("5+7 one pass: read, SHA-256, AES-GCM, SHA-256 (streaming)",
+                                                     sealer.seal, spool.path(seg), ctx, key_id,
+                                                     ing.keyring.kek(key_id))
+                    if n == 0:  # the prototype writes exactly what envelope.encrypt writes
+                        from storage.envelope import decrypt
+
+                        plain = spool.path(seg).read_bytes()
+                        assert decrypt(bytes(blob), ctx, ing.keyring.kek) == plain
+                        assert hashlib.sha256(bytes(blob)).hexdigest() == obj_sha
+                    data = None
+                else:
+                    blob, obj_sha, key_id = clock("7 encrypt + SHA-256 of object (_seal)", ing._seal, data, ctx)
+                    size = len(data)
+                record = segment_record(head=head, start=start, end=end, partial=False, size=size, sha256=sha,
+                                        object_key=key, object_size=len(blob), object_sha256=obj_sha,
+                                        key_id=key_id, node="bench")
+                if whatif:
+                    vid = clock("8 PUT (HTTP; SigV4 with the known SHA-256)",
+                                partial(_presigned_put, store, key, blob, record, obj_sha))
+                else:
+                    vid = clock("8 PUT (minio: SigV4 SHA-256 + HTTP)", partial(store.put, key, blob, record=record))
+                clock("9 index insert (SQLite txn, FULL sync)", partial(index.insert_segment, record, version_id=vid))
+                clock("10 spool remove (+ dir fsync)", spool.remove, seg)
+                del data, blob
+        finally:
+            parts.close()
+    shutil.rmtree(work, ignore_errors=True)
+    asyncio.set_event_loop(None)
+    return {k: v * 1000 / segments for k, v in steps.items()}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ per-camera encoding):
   whole tree: the Python process, its ffmpeg children and whatever it reaped.
 * **bare**: the plain command users run, ``ffmpeg -i rtsp://… -c copy -f
   segment -segment_time 10 … %06d.mp4`` writing MP4 segments to local disk.
+* **nvr what-if** (``bench/whatif_server.py``): the same server with three
+  recommended ingest changes patched in (one streaming pass for read, hash,
+  encrypt and hash; PUT signed with the SHA-256 ingest already computed; no
+  HEAD before a segment's first PUT).
 * **bare-fmp4**: the exact ffmpeg command nvr runs (``nvr.ffmpeg.record_command``:
   fragmented MP4, segment list on stdout), writing to local disk. The
   difference to *nvr* is what the Python server adds; the difference to *bare*
@@ -59,6 +63,11 @@ from bench.common import (
 )
 
 GOAL = 1.15
+
+# A what-if run beside the product as shipped: the same server with three recommended ingest changes
+# patched in (bench/whatif_server.py: one streaming read/hash/encrypt/hash pass, PUT signed with the
+# SHA-256 ingest already has, no HEAD before a segment's first PUT).
+WHATIF_MODULE = "bench.whatif_server"
 
 
 @dataclass
@@ -203,6 +212,7 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
         peer_bucket = s3.make_bucket(f"peer-{os.getpid()}")
         cams = [{"id": f"cam{i:03d}", "url": mount_url(sim, i)} for i in range(n)]
         nvr = NvrProc(work / "nvr", s3, nvr_bucket, cams)
+        tuned = NvrProc(work / "nvr-whatif", s3, s3.make_bucket(f"nvrw-{os.getpid()}"), cams, module=WHATIF_MODULE)
         bare, fmp4 = FfmpegSet("bare"), FfmpegSet("bare-fmp4")
         bare_dirs = [work / "bare" / f"cam{i:03d}" for i in range(n)]
         fmp4_dirs = [work / "fmp4" / f"cam{i:03d}" for i in range(n)]
@@ -211,21 +221,22 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
         rclone = Rclone(s3, peer_bucket, work / "bare", interval, work) if peer else None
         try:
             nvr.start()
+            tuned.start()
             bare.start([bare_argv(mount_url(sim, i), bare_dirs[i]) for i in range(n)], bare_dirs)
             fmp4.start([nvr_argv(mount_url(sim, i), fmp4_dirs[i]) for i in range(n)], fmp4_dirs)
             with BucketPoller(s3, [nvr_bucket, peer_bucket]) as poller:
                 # Steady state: every camera of every pipeline has closed (and nvr stored) a segment.
                 wait_for(lambda: len(indexed_counts(nvr.index_path)) == n
-                         and min(bare.counts()) >= 1 and min(fmp4.counts()) >= 1,
+                         and len(indexed_counts(tuned.index_path)) == n and min(bare.counts()) >= 1 and min(fmp4.counts()) >= 1,
                          timeout=90, what="the first segment of every camera", proc=nvr.proc)
                 if rclone:
                     rclone.start()
                 t0w, t0 = time.time(), time.monotonic()
-                c0 = {"nvr": tree_cpu(nvr.pid), "bare": pids_cpu(bare.pids), "fmp4": pids_cpu(fmp4.pids),
+                c0 = {"nvr": tree_cpu(nvr.pid), "tuned": tree_cpu(tuned.pid), "bare": pids_cpu(bare.pids), "fmp4": pids_cpu(fmp4.pids),
                       "sim": pids_cpu([sim.pid]), "s3": pids_cpu([s3.pid])}
                 time.sleep(window)
                 t1w, t1 = time.time(), time.monotonic()
-                c1 = {"nvr": tree_cpu(nvr.pid), "bare": pids_cpu(bare.pids), "fmp4": pids_cpu(fmp4.pids),
+                c1 = {"nvr": tree_cpu(nvr.pid), "tuned": tree_cpu(tuned.pid), "bare": pids_cpu(bare.pids), "fmp4": pids_cpu(fmp4.pids),
                       "sim": pids_cpu([sim.pid]), "s3": pids_cpu([s3.pid])}
                 mem = tree_memory(nvr.pid)
                 if rclone:
@@ -238,12 +249,13 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
                                   "('recording.gap','recording.loss','ingest.error')").fetchone()[0]
         finally:
             nvr.stop()
+            tuned.stop()
             bare.stop()
             fmp4.stop()
             if rclone:
                 rclone.stop()
         hours = n * (t1 - t0) / 3600
-        cpu = {"nvr": diff(c0["nvr"], c1["nvr"])}
+        cpu = {"nvr": diff(c0["nvr"], c1["nvr"]), "tuned": diff(c0["tuned"], c1["tuned"])}
         for k in ("bare", "fmp4", "sim", "s3"):
             cpu[k] = c1[k] - c0[k]
 
@@ -259,7 +271,9 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
             "cpu_s_per_camera_hour": {
                 "nvr_total": cpu["nvr"]["total"] / hours, "nvr_python": cpu["nvr"]["root"] / hours,
                 "nvr_ffmpeg": cpu["nvr"]["ffmpeg"] / hours, "bare": cpu["bare"] / hours,
-                "bare_fmp4": cpu["fmp4"] / hours, "simulator": cpu["sim"] / hours, "s3_weed": cpu["s3"] / hours,
+                "bare_fmp4": cpu["fmp4"] / hours,
+                "nvr_whatif_total": cpu["tuned"]["total"] / hours, "nvr_whatif_python": cpu["tuned"]["root"] / hours,
+                "simulator": cpu["sim"] / hours, "s3_weed": cpu["s3"] / hours,
             },
             "nvr_memory": mem,
             "nvr_segments_in_window": len(in_win), "bare_segments_in_window": sum(
@@ -296,6 +310,8 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
             "nvr_over_bare_fmp4": per["nvr_total"] / per["bare_fmp4"],
             "nvr_ffmpeg_over_bare": per["nvr_ffmpeg"] / per["bare"],
             "bare_fmp4_over_bare": per["bare_fmp4"] / per["bare"],
+            "nvr_whatif_over_bare": per["nvr_whatif_total"] / per["bare"],
+            "python_whatif_over_python": per["nvr_whatif_python"] / per["nvr_python"],
         }
     import shutil
 
@@ -312,6 +328,12 @@ def rows_for(data: dict[str, Any]) -> list[Row]:
         f"python {per['nvr_python']:.0f} + ffmpeg {per['nvr_ffmpeg']:.0f}); bare {per['bare']:.0f}; "
         f"same-args ffmpeg {per['bare_fmp4']:.0f} (nvr ÷ it = {r['nvr_over_bare_fmp4']:.2f}); "
         f"{data['cameras']} cams × {data['window_s']:.0f} s",
+    ), Row(
+        "1. Recording overhead, what-if (bench.whatif_server)", r["nvr_whatif_over_bare"],
+        "CPU nvr-what-if ÷ bare ffmpeg", f"≤ {GOAL}",
+        f"same run, streaming seal + PUT signed with the known SHA-256 + no HEAD before the first PUT: "
+        f"{per['nvr_whatif_total']:.0f} cpu-s/cam-h, its Python {per['nvr_whatif_python']:.0f} "
+        f"(÷ shipped Python = {r['python_whatif_over_python']:.2f})",
     )]
 
 
