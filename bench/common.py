@@ -9,7 +9,6 @@ server" is exactly its process tree. CPU is read from /proc through psutil.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -34,6 +33,8 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` as well as `python -m bench
     sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402  (bench-only dependency)
+
+from tests.support.loopthread import LoopThread  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CACHE = RESULTS / "cache"
@@ -285,23 +286,6 @@ class Sampler:
 
 
 # ---------------------------------------------------------------------- services
-
-
-class LoopThread:
-    """An asyncio loop on its own thread, for the async-only services (embedded S3) used from sync code."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="bench-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @dataclass

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,27 +16,11 @@ from nvr.app import NvrServer
 from nvr.config import Config, parse_config
 from storage.embedded_s3 import EmbeddedS3, S3Endpoint
 from tests.support import tomlw
+from tests.support.loopthread import LoopThread
 from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
 _bucket_ids = itertools.count(1)
-
-
-class LoopThread:
-    """An event loop on its own thread, for session-wide services started from sync fixtures."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fixture-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coro, timeout: float = 120):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="session")
