@@ -213,7 +213,7 @@ class NvrServer:
     async def _drain(self) -> None:
         assert self.ingest is not None
         if not await self.ingest.drain(DRAIN_SECONDS):
-            left, files = await asyncio.to_thread(self.spool.usage)
+            _, files = await asyncio.to_thread(self.spool.usage)
             log.warning("shutdown: %d segment(s) still in the spool; they are uploaded at the next start", files)
 
     async def read_segment(self, row: SegmentRow) -> bytes:

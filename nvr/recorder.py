@@ -124,7 +124,7 @@ class CameraRecorder:
                 await self._one_run()
                 if self._stop.is_set():
                     break
-                if self._restart_reason in ("drift", "config"):
+                if self._restart_reason == "drift":
                     delay = 0.0
                 else:
                     delay = self.backoff.next_delay(time.monotonic() - started)

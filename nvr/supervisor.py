@@ -57,6 +57,3 @@ class RecorderSupervisor:
 
     def statuses(self) -> dict[str, CameraStatus]:
         return {cid: rec.status for cid, rec in self._recorders.items()}
-
-    def recorder(self, camera_id: str) -> CameraRecorder | None:
-        return self._recorders.get(camera_id)

@@ -311,9 +311,6 @@ class Index:
     def has_segments(self, camera: str) -> bool:
         return bool(self.query("SELECT 1 FROM segments WHERE camera = ? LIMIT 1", (camera,)))
 
-    def cameras_with_segments(self) -> list[str]:
-        return [r[0] for r in self.query("SELECT DISTINCT camera FROM segments ORDER BY camera")]
-
     # ------------------------------------------------------------------ audit
 
     def append_audit(
