@@ -9,7 +9,6 @@ a thread. Network failures and 5xx answers become :class:`TransientStorageError`
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import ssl
@@ -23,6 +22,7 @@ import urllib3
 from minio import Minio
 from minio.commonconfig import GOVERNANCE
 from minio.error import S3Error, ServerError
+from minio.helpers import genheaders
 from minio.retention import Retention
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
@@ -32,6 +32,30 @@ log = logging.getLogger("nvr.s3")
 
 RECORD_META = "nvr-record"
 T = TypeVar("T")
+MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
+# Carries a body's known SHA-256 from ObjectStore.put to the signer; removed before the request is sent.
+_KNOWN_SHA256 = "x-nvr-known-sha256"
+
+
+class _Client(Minio):
+    """The minio client, signing a PUT with the payload SHA-256 the caller already computed.
+
+    The SDK hashes every body again for SigV4 on plain http (and MD5s it on
+    https); ingest has just computed the object's SHA-256 for the ledger, so it
+    is handed to the signer instead. Over https too the payload is then signed
+    rather than ``UNSIGNED-PAYLOAD``, so a server that checks payload hashes
+    checks the body against the ledger's hash for free. Overrides one method of the pinned SDK (minio 7.2.x);
+    tests/test_ingest.py fails if the SDK stops calling it.
+    """
+
+    def _build_headers(self, host, headers=None, body=None, creds=None):
+        known = headers.pop(_KNOWN_SHA256, None) if headers else None
+        if known is None or creds is None:
+            return super()._build_headers(host, headers, body, creds)
+        headers, date = super()._build_headers(host, headers, None, creds)  # no body: nothing hashed
+        headers["Content-Length"] = str(memoryview(body).nbytes if body is not None else 0)
+        headers["x-amz-content-sha256"] = known
+        return headers, date
 
 
 @dataclass(frozen=True)
@@ -78,7 +102,7 @@ class ObjectStore:
             ctx = ssl.create_default_context(cafile=ca_file or None)
             kwargs["ssl_context"] = ctx
         self._http = urllib3.PoolManager(**kwargs)
-        self.client = Minio(
+        self.client = _Client(
             endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
             region=region or None, http_client=self._http,
         )
@@ -86,13 +110,19 @@ class ObjectStore:
         self.max_connections = max_connections
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking call on the S3 thread pool, mapping failures to our errors."""
+        """Run a blocking call on the S3 thread pool, mapping S3 failures to our errors."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._guard, fn, args)
+        return await loop.run_in_executor(self._pool, self.guarded, fn, *args)
 
-    def _guard(self, fn: Callable[..., T], args: tuple) -> T:
+    async def run_raw(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking job on the S3 thread pool as is; the job wraps its S3 calls in :meth:`guarded`."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, fn, *args)
+
+    def guarded(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call ``fn``, mapping network failures and 5xx to TransientStorageError, other S3 errors to StorageError."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except ServerError as e:
             raise TransientStorageError(f"S3 {self.endpoint} answered {e.status_code}: {e}") from e
         except S3Error as e:
@@ -126,17 +156,33 @@ class ObjectStore:
     # ------------------------------------------------------------------ objects
 
     def put(
-        self, key: str, data: bytes, *, record: dict[str, Any], retain_until: datetime | None = None
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        record: dict[str, Any],
+        sha256: str | None = None,
+        retain_until: datetime | None = None,
     ) -> str | None:
-        """PUT one object with its ledger record in the metadata; returns the version id (if versioned)."""
+        """PUT one object, in one request, with its ledger record in the metadata; returns the version id.
+
+        ``sha256`` (hex, of ``data``) signs the payload without hashing it again.
+        Servers that check the payload hash (MinIO, AWS) then refuse a body
+        damaged on the way; SeaweedFS checks only the signature.
+        """
+        size = memoryview(data).nbytes
+        if size > MAX_SINGLE_PUT:
+            raise StorageError(f"{key}: {size} bytes is more than one S3 PUT takes ({MAX_SINGLE_PUT})")
         retention = Retention(GOVERNANCE, retain_until) if (retain_until and self.object_lock) else None
-        result = self.client.put_object(
-            self.bucket, key, io.BytesIO(data), len(data),
-            content_type="application/octet-stream",
-            metadata={RECORD_META: json.dumps(record, sort_keys=True, separators=(",", ":"))},
-            retention=retention,
+        headers = genheaders(
+            {RECORD_META: json.dumps(record, sort_keys=True, separators=(",", ":"))}, None, None, retention, False
         )
-        return result.version_id
+        headers["Content-Type"] = "application/octet-stream"
+        if sha256 is not None:
+            headers[_KNOWN_SHA256] = sha256
+        # _put_object, not put_object: one request whatever the size (put_object goes multipart above
+        # 5 MiB), and the body is sent from the caller's buffer without the SDK's copy.
+        return self.client._put_object(self.bucket, key, data, headers).version_id
 
     def stat(self, key: str, version_id: str | None = None) -> StoredObject | None:
         """HEAD an object; None when it does not exist."""

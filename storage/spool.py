@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -58,6 +59,10 @@ class Spool:
 
     def __init__(self, root: Path):
         self.root = root
+        # Tickets this process wrote and ingest has not tried yet: nothing can be in S3 under their
+        # keys, so ingest skips the HEAD for them (docs/segment-lifecycle.md, step 6).
+        self._fresh: set[tuple[str, str]] = set()
+        self._fresh_lock = threading.Lock()
 
     def camera_dir(self, camera: str) -> Path:
         d = self.root / camera
@@ -78,7 +83,18 @@ class Spool:
             os.fsync(f.fileno())
         os.replace(tmp, final)
         _fsync_dir(d)
+        with self._fresh_lock:
+            self._fresh.add((seg.camera, seg.file))
         return final
+
+    def claim_fresh(self, seg: ClosedSegment) -> bool:
+        """True once for a ticket this process wrote: the first ingest attempt of a segment never seen in S3."""
+        with self._fresh_lock:
+            try:
+                self._fresh.remove((seg.camera, seg.file))
+            except KeyError:
+                return False
+            return True
 
     def tickets(self, camera: str, limit: int | None = None) -> list[ClosedSegment]:
         """Closed segments of a camera, oldest first."""
@@ -115,6 +131,8 @@ class Spool:
         (d / seg.file).unlink(missing_ok=True)
         (d / seg.ticket_name).unlink(missing_ok=True)
         _fsync_dir(d)
+        with self._fresh_lock:
+            self._fresh.discard((seg.camera, seg.file))
 
     def cameras(self) -> list[str]:
         if not self.root.is_dir():

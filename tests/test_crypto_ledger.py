@@ -7,7 +7,16 @@ import stat
 
 import pytest
 
-from storage.envelope import SegmentContext, decrypt, encrypt, parse_header
+import storage.envelope as envelope
+from storage.envelope import (
+    SEAL_CHUNK,
+    SegmentContext,
+    decrypt,
+    encrypt,
+    parse_header,
+    seal_buffer_size,
+    seal_file,
+)
 from storage.errors import IntegrityError, KeyringError
 from storage.keyring import Keyring
 from storage.ledger import (
@@ -42,6 +51,33 @@ def test_roundtrip_and_ciphertext_hides_plaintext():
 def test_fresh_data_key_per_segment():
     a, b = encrypt(b"same", CTX, "k1", KEK), encrypt(b"same", CTX, "k1", KEK)
     assert parse_header(a).wrapped_key != parse_header(b).wrapped_key and a != b
+
+
+@pytest.mark.parametrize("size", [0, 1, SEAL_CHUNK, SEAL_CHUNK + 1, 3 * SEAL_CHUNK - 7])
+def test_streaming_seal_writes_exactly_what_encrypt_writes(tmp_path, monkeypatch, size):
+    plain = os.urandom(size)
+    path = tmp_path / "seg.mp4"
+    path.write_bytes(plain)
+    # The same data key and nonce for both, so the bytes can be compared.
+    monkeypatch.setattr(envelope.AESGCM, "generate_key", staticmethod(lambda bit_length: b"\x07" * 32))
+    monkeypatch.setattr(envelope.secrets, "token_bytes", lambda n: b"\x09" * n)
+    buf = bytearray(seal_buffer_size(size))
+    sealed = seal_file(path, CTX, "k1", KEK, buf)
+    expected = encrypt(plain, CTX, "k1", KEK)
+    assert bytes(sealed.blob) == expected
+    assert sealed.size == size and sealed.key_id == "k1"
+    assert sealed.sha256 == hashlib.sha256(plain).hexdigest()
+    assert sealed.object_sha256 == hashlib.sha256(expected).hexdigest()
+    assert decrypt(bytes(sealed.blob), CTX, kek_for) == plain
+
+
+def test_streaming_seal_refuses_a_file_that_outgrew_its_buffer(tmp_path):
+    path = tmp_path / "seg.mp4"
+    path.write_bytes(os.urandom(1000))
+    buf = bytearray(seal_buffer_size(1000))
+    path.write_bytes(os.urandom(1000 + len(buf)))  # grew after the buffer was sized
+    with pytest.raises(ValueError, match="grew while being sealed"):
+        seal_file(path, CTX, "k1", KEK, buf)
 
 
 @pytest.mark.parametrize("position", [0, 10, 60, -1, -20])

@@ -117,3 +117,62 @@ async def test_flipped_byte_in_object_fails_with_a_clear_error(parts, tmp_path, 
     assert proc.returncode == 3
     assert "VERIFICATION FAILED (object_sha256)" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+async def test_put_is_signed_with_the_known_sha256_without_hashing_again(parts, monkeypatch):
+    """One PUT request of the caller's buffer; the SDK's own payload hashing is never called."""
+    import minio.api
+
+    store = parts.store
+
+    def no_hashing(data=None):
+        if data:  # the empty-body hash of the headers-only call is free
+            raise AssertionError("the SDK hashed a body whose SHA-256 was given")
+        return hashlib.sha256(b"").hexdigest()
+
+    monkeypatch.setattr(minio.api, "sha256_hash", no_hashing)
+    monkeypatch.setattr(minio.api, "md5sum_hash", no_hashing)
+    body = bytearray(os.urandom(6 * 1024 * 1024))  # above the SDK's 5 MiB multipart threshold
+    requests = []
+    real_urlopen = store._http.urlopen
+    monkeypatch.setattr(store._http, "urlopen", lambda method, url, **kw: requests.append(method) or
+                        real_urlopen(method, url, **kw))
+    store.guarded(store.put, "k", memoryview(body), record={"seq": 0}, sha256=hashlib.sha256(body).hexdigest())
+    assert requests == ["PUT"]  # the server accepted the signature over our hash, in one request
+    monkeypatch.undo()
+    assert store.get("k") == bytes(body)
+
+
+async def test_head_only_for_tickets_an_earlier_process_or_attempt_wrote(parts, monkeypatch):
+    ing: Ingestor = parts
+    heads = []
+    real_stat = ing.store.stat
+    monkeypatch.setattr(ing.store, "stat", lambda key, *a: heads.append(key) or real_stat(key, *a))
+
+    fresh = await ing.ingest(spool_segment(ing.spool, "cam", 0))
+    assert heads == []  # written by this process, first attempt: nothing can be in S3 under its key
+
+    left = spool_segment(ing.spool, "cam", 1)
+    # The next process: same spool directory, index and bucket, but it did not write this ticket.
+    restarted = Ingestor(store=ing.store, index=ing.index, keyring=ing.keyring, spool=Spool(ing.spool.root),
+                         node_id="test")
+    row = await restarted.ingest(left)
+    assert heads == [row.object_key]
+
+    # A retry in the same process HEADs too: the failed attempt's PUT may have landed.
+    retry = spool_segment(ing.spool, "cam", 2)
+    real_put, puts = ing.store.put, []
+
+    def put_then_fail(*a, **kw):
+        puts.append(a[0])
+        real_put(*a, **kw)
+        raise Crash("connection reset after the body was sent")
+
+    monkeypatch.setattr(ing.store, "put", put_then_fail)
+    with pytest.raises(Crash):
+        await ing.ingest(retry)
+    monkeypatch.setattr(ing.store, "put", lambda *a, **kw: puts.append(a[0]) or real_put(*a, **kw))
+    again = await ing.ingest(retry)
+    assert heads == [row.object_key, again.object_key]
+    assert puts == [again.object_key]  # the landed PUT was found and reused, not repeated
+    assert [r.seq for r in ing.index.segments("cam")] == [fresh.seq, row.seq, again.seq] == [0, 1, 2]
