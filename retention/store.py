@@ -397,9 +397,13 @@ class RetentionStore:
     def finish_deleted(self, segment_id: str) -> None:
         """Phase 4, one transaction: pending_delete → deleted, pending row gone."""
         with self.index.transaction() as db:
-            db.execute("UPDATE segments SET state = 'deleted' WHERE id = ? AND state = 'pending_delete'",
-                       (segment_id,))
-            db.execute("DELETE FROM retention_pending WHERE segment_id = ?", (segment_id,))
+            self.finish_deleted_in(db, segment_id)
+
+    @staticmethod
+    def finish_deleted_in(db: sqlite3.Connection, segment_id: str) -> None:
+        """:meth:`finish_deleted` inside the caller's ``Index.transaction()``, e.g. with the segment's tombstone."""
+        db.execute("UPDATE segments SET state = 'deleted' WHERE id = ? AND state = 'pending_delete'", (segment_id,))
+        db.execute("DELETE FROM retention_pending WHERE segment_id = ?", (segment_id,))
 
     def unmark(self, segment_id: str) -> None:
         """A hold arrived before the object was deleted: back to stored."""

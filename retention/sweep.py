@@ -23,10 +23,14 @@ One run, in order:
    what is left stays pending.
 4. **tombstone**: for each deleted object, under the camera's chain lock,
    append ``tombstone_record`` (rule, time, the segment's record hash) to the
-   camera's ledger via ``Index.append_record``; for a segment pending from an
-   earlier run, first look for a tombstone that run already wrote, so none is
-   written twice.
-5. **mark deleted** (``deleted``, pending row removed, one transaction).
+   camera's ledger via ``Index.append_record_in``; for a segment pending from
+   an earlier run, first look for a tombstone that run already wrote (an index
+   written before steps 4 and 5 shared a transaction), so none is written
+   twice.
+5. **mark deleted** (``deleted``, pending row removed). Steps 4 and 5 of one
+   camera's objects of a batch are one transaction, on one thread, under that
+   camera's chain lock: one durable commit per (camera, batch), not two per
+   segment.
 6. reconcile S3 legal holds, audit hold expiries, report: a frozen
    :class:`SweepReport`, kept in ``retention_runs``, one ``retention.sweep``
    audit event with counts and bytes per camera, one log line.
@@ -34,7 +38,10 @@ One run, in order:
 A crash between any two steps is finished by the next run: nothing is deleted
 that is not pending, every pending row ends deleted-with-one-tombstone or back
 to stored, and no object is orphaned because rows leave ``pending_delete``
-only after S3 confirmed the version gone.
+only after S3 confirmed the version gone. A crash during steps 4-5 rolls back
+the whole group's tombstones and states: its rows are still pending, and the
+next run deletes them again (S3 answers "no such version", counted as
+deleted) and writes their tombstones then.
 
 Object lock and ``min_age``: ingest writes each segment with GOVERNANCE
 retention until ``retention.min_age`` (config) after upload. The sweep never
@@ -289,15 +296,12 @@ class Sweeper:
             failed.update(errors)
             self._at("deleted")
             done = [item for item in go if item.segment_id not in errors]
-            for camera, items in groupby(done, key=lambda it: it.camera):
+            for camera, group in groupby(done, key=lambda it: it.camera):
+                items = list(group)
                 async with self.chain_locks(camera):
-                    for item in items:
-                        if item.run_id != run_id:
-                            resumed += 1
-                        await self._tombstone(item, resumed=item.run_id != run_id)
-                        self._at("tombstoned", item.segment_id)
-                        await asyncio.to_thread(self.rstore.finish_deleted, item.segment_id)
-                        deleted[camera].append(item)
+                    await asyncio.to_thread(self._finish, items, run_id)
+                resumed += sum(item.run_id != run_id for item in items)
+                deleted[camera].extend(items)
         if failed:
             await asyncio.to_thread(self.rstore.note_failures, failed)
 
@@ -337,14 +341,25 @@ class Sweeper:
                 errors[sid] = f"{err.code}: {err.message}"
         return errors
 
-    async def _tombstone(self, item: PendingDeletion, *, resumed: bool) -> None:
-        if resumed and await asyncio.to_thread(self.rstore.tombstone_seq, item.camera, item.seq) is not None:
-            return  # an earlier run wrote it, then crashed before marking the row deleted
-        head = await asyncio.to_thread(self.index.chain_head, item.camera)
-        rec = tombstone_record(head=head, segment_seq=item.seq, segment_record_hash=item.record_hash,
-                               object_key=item.object_key, rule=item.rule, deleted_at=ms_to_rfc3339(now_ms()),
-                               node=self.node_id)
-        await asyncio.to_thread(self.index.append_record, rec)
+    def _finish(self, items: list[PendingDeletion], run_id: int) -> None:
+        """Phases 4 and 5 for one camera's deleted objects of a batch, in one transaction (under its chain lock).
+
+        One commit (``synchronous=FULL``) per group rather than two per segment;
+        a crash rolls back the whole group, whose rows stay pending for the next
+        run to delete again (S3 then answers "no such version") and finish.
+        """
+        with self.index.transaction() as db:
+            for item in items:
+                # An index written before tombstones and states shared a transaction may hold a tombstone
+                # for a row still pending: the run that wrote it crashed before marking the row.
+                if item.run_id == run_id or self.rstore.tombstone_seq(item.camera, item.seq) is None:
+                    head = self.index.chain_head(item.camera)  # sees this transaction's tombstones
+                    self.index.append_record_in(db, tombstone_record(
+                        head=head, segment_seq=item.seq, segment_record_hash=item.record_hash,
+                        object_key=item.object_key, rule=item.rule, deleted_at=ms_to_rfc3339(now_ms()),
+                        node=self.node_id))
+                self._at("tombstoned", item.segment_id)
+                self.rstore.finish_deleted_in(db, item.segment_id)
 
     def _log(self, r: SweepReport) -> None:
         from nvr.units import format_size

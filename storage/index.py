@@ -238,9 +238,20 @@ class Index:
         ``record`` must already carry ``seq``/``prev`` from :meth:`chain_head`;
         a record that does not extend the head is refused.
         """
-        rhash = record_hash(record)
         with self.transaction() as db:
-            _append_ledger(db, record, rhash)
+            return self.append_record_in(db, record)
+
+    def append_record_in(self, db: sqlite3.Connection, record: Mapping[str, Any]) -> str:
+        """:meth:`append_record` inside the caller's :meth:`transaction` (``db`` is what it yielded).
+
+        Lets a caller commit records together with its own rows, e.g. the sweep's
+        tombstones with their segments' state; :meth:`chain_head` called on the
+        same thread inside that transaction already sees records appended in it.
+        """
+        if not db.in_transaction:  # autocommit would make each record its own transaction
+            raise IndexError_("append_record_in needs an open Index.transaction()")
+        rhash = record_hash(record)
+        _append_ledger(db, record, rhash)
         return rhash
 
     # ------------------------------------------------------------------ segments

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass, field, replace
@@ -26,10 +27,11 @@ from retention.rules import parse_rules, with_floor
 from retention.service import RetentionBusy, RetentionService, RetentionSettings
 from retention.sweep import emergency_rules
 from storage.chainlock import ChainLocks
+from storage.errors import IndexError_
 from storage.index import Index, SegmentRow
 from storage.ingest import Ingestor
 from storage.keyring import Keyring
-from storage.ledger import verify_chain
+from storage.ledger import ChainHead, tombstone_record, verify_chain
 from storage.objectstore import ObjectStore
 from storage.spool import ClosedSegment, Spool
 from storage.times import now_ms
@@ -234,8 +236,12 @@ async def test_crash_between_phases_is_finished_by_the_next_run(env, phase):
     await env.add("b", now - 2 * H, 4, svc=svc)
     young = await env.add("a", now - 5_000, 2, svc=svc)
 
+    seen: list[str] = []
+
     def crash(at: str, segment: str | None) -> None:
-        if at == phase:
+        seen.append(at)
+        # "tombstoned" fires per segment inside its group's transaction: crash at the second, after one tombstone.
+        if at == phase and seen.count(at) == (2 if at == "tombstoned" else 1):
             raise Crash(at)
 
     crashing = await env.restart(svc, fault=crash)
@@ -244,7 +250,11 @@ async def test_crash_between_phases_is_finished_by_the_next_run(env, phase):
     states = [r.state for r in env.rows("a") + env.rows("b")]
     assert "pending_delete" in states  # the crash left work behind
     if phase == "tombstoned":
-        assert len(env.tombstones("a")) == 1  # written, row not yet marked deleted
+        # The first batch's objects are gone from S3, but the group's transaction rolled back as a whole:
+        # no tombstone (not even the one appended before the crash), every old row still pending.
+        assert not {(r.object_key, r.version_id) for r in env.rows("a")[:3]} & env.versions()
+        assert env.tombstones("a") == []
+        assert {r.state for r in env.rows("a") if r.id not in {y.id for y in young}} == {"pending_delete"}
 
     fresh = await env.restart(crashing)
     report = await fresh.run_now("test")
@@ -252,6 +262,53 @@ async def test_crash_between_phases_is_finished_by_the_next_run(env, phase):
     assert {r.id for r in env.rows("a") if r.state == "stored"} == {r.id for r in young}
     assert {r.state for r in env.rows("b")} == {"deleted"}
     env.assert_consistent("a", "b")  # exactly one tombstone each, no orphan, no pending row
+
+
+async def test_tombstone_of_a_still_pending_segment_is_not_written_again(env):
+    """An index left by a sweep that committed tombstone and state separately, crashing in between."""
+    now = now_ms()
+    svc = await env.service()
+    rows = await env.add("a", now - 2 * H, 3, svc=svc)
+
+    def crash(at, segment):
+        if at == "marked":
+            raise Crash(at)
+
+    crashing = await env.restart(svc, fault=crash)
+    with pytest.raises(Crash):
+        await crashing.run_now("test")
+    done = rows[1]
+    env.store.client.remove_object(env.store.bucket, done.object_key, version_id=done.version_id)
+    env.index.append_record(tombstone_record(
+        head=env.index.chain_head("a"), segment_seq=done.seq, segment_record_hash=done.record_hash,
+        object_key=done.object_key, rule="max_age", deleted_at="2024-01-01T00:00:00Z", node="test"))
+    fresh = await env.restart(crashing)
+    report = await fresh.run_now("test")
+    assert report.resumed == 3 and report.deleted["a"].segments == 3 and report.pending_left == 0
+    assert [t["segment_seq"] for t in env.tombstones("a")] == [done.seq, rows[0].seq, rows[2].seq]
+    env.assert_consistent("a")
+
+
+def test_chain_head_inside_a_transaction_sees_its_own_appends(tmp_path):
+    index = Index(tmp_path / "index.sqlite3")
+
+    def stone(seq: int) -> dict:
+        return tombstone_record(head=index.chain_head("a"), segment_seq=seq, segment_record_hash="h",
+                                object_key=f"k{seq}", rule="max_age", deleted_at="2024-01-01T00:00:00Z", node="t")
+
+    with pytest.raises(Crash):
+        with index.transaction() as db:
+            index.append_record_in(db, stone(0))
+            assert index.chain_head("a").seq == 0
+            raise Crash()
+    assert index.chain_head("a") == ChainHead("a")  # rolled back
+    with index.transaction() as db:
+        hashes = [index.append_record_in(db, stone(n)) for n in range(3)]
+        assert index.chain_head("a") == ChainHead("a", 2, hashes[-1])
+    assert verify_chain("a", index.ledger_records("a")) == [] and len(index.ledger_records("a")) == 3
+    with pytest.raises(IndexError_):  # outside a transaction each record would commit on its own
+        index.append_record_in(sqlite3.connect(":memory:"), stone(3))
+    index.close()
 
 
 async def test_s3_error_on_one_object_leaves_it_pending_and_the_rest_proceed(env):
