@@ -362,7 +362,7 @@ class NvrProc:
     recording: dict[str, Any] = field(default_factory=dict)
     storage: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
-    module: str = "nvr.cli"  # what `python -m` runs; bench.whatif_server for the what-if variant
+    module: str = "nvr.cli"  # what `python -m` runs
     proc: subprocess.Popen | None = None
     port: int | None = None
     token: str = ""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
 import shutil
@@ -47,10 +46,8 @@ from bench.common import (
 # Stage -> substrings of "function (file)" frames; first match on a stack wins, so the order matters.
 STAGES = (
     ("minio PUT: payload SHA-256 for SigV4 (sha256_hash)", ("sha256_hash (minio",)),
-    ("minio PUT: read_part_data/BytesIO copies", ("read_part_data (minio",)),
     ("minio/urllib3 HTTP send+recv", ("urllib3", "http/client.py", "minio/api.py", "socket.py", "ssl.py")),
-    ("ingest: SHA-256 of plaintext (_read_and_hash)", ("_read_and_hash (storage/ingest.py",)),
-    ("ingest: encrypt + SHA-256 of object (_seal)", ("_seal (storage/ingest.py",)),
+    ("ingest: seal (read, SHA-256, AES-GCM, SHA-256)", ("seal_file (storage/envelope.py",)),
     ("index insert (SQLite, fsync)", ("storage/index.py",)),
     ("spool: tickets, fsync, listing", ("storage/spool.py",)),
     ("recorder: ffmpeg segment list, status", ("nvr/recorder.py",)),
@@ -123,15 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--svg", action="store_true", help="also write a flame graph SVG")
-    p.add_argument("--whatif-server", action="store_true",
-                   help="profile bench.whatif_server (the recommended ingest changes patched in) instead")
     p.add_argument("--ingest-steps", action="store_true",
                    help="instead: CPU ms per segment of each ingest step, one thread, no server")
     p.add_argument("--sweep", action="store_true", help="instead: py-spy over the retention sweep (measurement 7)")
-    p.add_argument("--whatif", action="store_true",
-                   help="with --ingest-steps: no HEAD on first attempt, PUT signed with the known SHA-256")
-    p.add_argument("--stream", action="store_true",
-                   help="with --ingest-steps: --whatif plus one streaming pass for read/hash/encrypt/hash")
     args = p.parse_args(argv)
     if args.sweep:
         res = sweep_profile()
@@ -146,10 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {pc:5.1f} %  {k}")
         return 0
     if args.ingest_steps:
-        steps = ingest_steps(whatif=args.whatif, stream=args.stream)
-        tag = "-stream" if args.stream else "-whatif" if args.whatif else ""
-        malloc = "-malloc" if os.environ.get("MALLOC_MMAP_THRESHOLD_") else ""
-        (RESULTS / f"profile-ingest-steps{tag}{malloc}.json").write_text(json.dumps(steps, indent=2))
+        steps = ingest_steps()
+        (RESULTS / "profile-ingest-steps.json").write_text(json.dumps(steps, indent=2))
         total = sum(steps.values())
         print(f"ingest CPU per {os.path.getsize(segment_file()) / 1e6:.1f} MB segment: {total:.1f} ms")
         for k, v in sorted(steps.items(), key=lambda kv: kv[0].strip()):
@@ -160,13 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy not found: pip install py-spy (bench-only dependency)", file=sys.stderr)
         return 2
     work = fresh_dir("profile")
-    tag = "-whatif" if args.whatif_server else ""
-    raw = RESULTS / f"profile-recording{tag}.txt"
+    raw = RESULTS / "profile-recording.txt"
     with s3_server(work) as s3, simulator(args.cameras) as sim:
         bucket = s3.make_bucket(f"prof-{os.getpid()}")
         cams = [{"id": f"cam{i:03d}", "url": mount_url(sim, i)} for i in range(args.cameras)]
-        module = "bench.whatif_server" if args.whatif_server else "nvr.cli"
-        with NvrProc(work / "nvr", s3, bucket, cams, module=module) as nvr:
+        with NvrProc(work / "nvr", s3, bucket, cams) as nvr:
             wait_for(lambda: len(indexed_counts(nvr.index_path)) == args.cameras, 90, "first segments", nvr.proc)
             log(f"profiling nvr serve (pid {nvr.pid}) for {args.seconds} s at {args.rate} Hz")
             names = thread_names(pyspy, nvr.pid)
@@ -194,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     s.update({"cameras": args.cameras, "seconds": dt, "python_cpu_s": cpu["root"],
               "python_pct_core_per_camera": 100 * cpu["root"] / dt / args.cameras,
               "ffmpeg_pct_core_per_camera": 100 * cpu["ffmpeg"] / dt / args.cameras})
-    (RESULTS / f"profile-recording{tag}.json").write_text(json.dumps(s, indent=2))
+    (RESULTS / "profile-recording.json").write_text(json.dumps(s, indent=2))
     print(f"server Python process: {s['python_pct_core_per_camera']:.2f} % of a core per camera "
           f"(ffmpeg children {s['ffmpeg_pct_core_per_camera']:.2f}); {s['samples']} samples")
     per_seg = args.cameras * dt / 10.0  # segments closed in the window (10 s segments)
@@ -261,27 +248,17 @@ def sweep_profile(k: int = 3000, rate: int = 250) -> dict:
     return res
 
 
-def _presigned_put(store, key: str, blob: bytes, record: dict, sha256_hex: str) -> str | None:
-    """What-if of step 8: PUT signed with the object SHA-256 ingest already computed (bench.whatif_server)."""
-    from bench.whatif_server import put_with_known_sha256
+def ingest_steps(segments: int = 30) -> dict[str, float]:
+    """CPU milliseconds per segment of each step of ingest, run one at a time on one thread.
 
-    return put_with_known_sha256(store, key, blob, record, sha256_hex)
-
-
-def ingest_steps(segments: int = 30, *, whatif: bool = False, stream: bool = False) -> dict[str, float]:
-    """CPU milliseconds per segment of each step of ``Ingestor.ingest``, run one at a time on one thread.
-
-    The same calls, in the same order, as ``storage.ingest.Ingestor.ingest`` (see
-    docs/segment-lifecycle.md, steps 4-10), each timed with the process CPU clock.
-    ``whatif``: step 6 (HEAD) skipped, as it could be on a segment's first attempt, and step 8
-    signs with the already computed object SHA-256 (``_presigned_put``); ``stream`` also replaces
-    steps 5 and 7 by one streaming pass (``StreamingSealer``).
+    The same calls, in the same order, as ``Ingestor._store_and_index`` (see
+    docs/segment-lifecycle.md, steps 4-10), each timed with the process CPU
+    clock; step 6 (HEAD) is timed too, though ingest skips it for a fresh ticket.
     """
     import asyncio
-    from datetime import timedelta  # noqa: F401  (same imports as ingest, for a fair warm-up)
 
     from bench.ingest import T0, Parts, lay_segment
-    from storage.envelope import SegmentContext
+    from storage.envelope import SegmentContext, seal_buffer_size, seal_file
     from storage.ingest import object_key
     from storage.ledger import segment_record
     from storage.times import ms_to_rfc3339
@@ -290,10 +267,7 @@ def ingest_steps(segments: int = 30, *, whatif: bool = False, stream: bool = Fal
     source = work / "segment.mp4"
     shutil.copyfile(segment_file(), source)
     steps: dict[str, float] = collections.defaultdict(float)
-    from bench.whatif_server import StreamingSealer
-
-    sealer = StreamingSealer()
-    whatif = whatif or stream
+    buf = bytearray(seal_buffer_size(source.stat().st_size))
 
     def clock(name: str, fn, *a):
         c = time.process_time()
@@ -311,40 +285,22 @@ def ingest_steps(segments: int = 30, *, whatif: bool = False, stream: bool = Fal
                 seg = lay_segment(spool, source, "cam000", n, run_ms=T0)
                 key = object_key(seg)
                 clock("4 index lookup (segment_by_object_key)", index.segment_by_object_key, key)
-                if not stream:
-                    data, sha = clock("5 read file + SHA-256 of plaintext", ing._read_and_hash, seg)
                 head = clock("  chain_head + last_end_ms", index.chain_head, seg.camera)
                 clock("  chain_head + last_end_ms", index.last_end_ms, seg.camera)
-                if not whatif:
-                    clock("6 HEAD object (stat)", store.stat, key)
+                clock("6 HEAD object (stat; skipped for a fresh ticket)", store.stat, key)
                 start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
                 ctx = SegmentContext(camera=seg.camera, object_key=key, start=start, end=end)
-                if stream:
-                    key_id = ing.keyring.current_kek_id
-                    blob, size, sha, obj_sha = clock("5+7 one pass: read, SHA-256, AES-GCM, SHA-256 (streaming)",
-                                                     sealer.seal, spool.path(seg), ctx, key_id,
-                                                     ing.keyring.kek(key_id))
-                    if n == 0:  # the prototype writes exactly what envelope.encrypt writes
-                        from storage.envelope import decrypt
-
-                        plain = spool.path(seg).read_bytes()
-                        assert decrypt(bytes(blob), ctx, ing.keyring.kek) == plain
-                        assert hashlib.sha256(bytes(blob)).hexdigest() == obj_sha
-                    data = None
-                else:
-                    blob, obj_sha, key_id = clock("7 encrypt + SHA-256 of object (_seal)", ing._seal, data, ctx)
-                    size = len(data)
-                record = segment_record(head=head, start=start, end=end, partial=False, size=size, sha256=sha,
-                                        object_key=key, object_size=len(blob), object_sha256=obj_sha,
-                                        key_id=key_id, node="bench")
-                if whatif:
-                    vid = clock("8 PUT (HTTP; SigV4 with the known SHA-256)",
-                                partial(_presigned_put, store, key, blob, record, obj_sha))
-                else:
-                    vid = clock("8 PUT (minio: SigV4 SHA-256 + HTTP)", partial(store.put, key, blob, record=record))
+                key_id = ing.keyring.current_kek_id
+                sealed = clock("5+7 seal: read, SHA-256, AES-GCM, SHA-256 (one pass)", seal_file,
+                               spool.path(seg), ctx, key_id, ing.keyring.kek(key_id), buf)
+                record = segment_record(head=head, start=start, end=end, partial=False, size=sealed.size,
+                                        sha256=sealed.sha256, object_key=key, object_size=len(sealed.blob),
+                                        object_sha256=sealed.object_sha256, key_id=key_id, node="bench")
+                vid = clock("8 PUT (SigV4 with the known SHA-256, one request)",
+                            partial(store.put, key, sealed.blob, record=record, sha256=sealed.object_sha256))
                 clock("9 index insert (SQLite txn, FULL sync)", partial(index.insert_segment, record, version_id=vid))
                 clock("10 spool remove (+ dir fsync)", spool.remove, seg)
-                del data, blob
+                del sealed
         finally:
             parts.close()
     shutil.rmtree(work, ignore_errors=True)
