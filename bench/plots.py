@@ -95,7 +95,7 @@ def draw_index(doc: dict[str, Any]) -> Path:
                 "(random day), dash-dot extrapolated (newest day)", fontsize=9)
     d = data["depth"]
     names = [("segments_page", "first page"), ("segments_day", "day"), ("timeline_day", "timeline"),
-             ("bounded_day", "day, bounded\n(what-if)"), ("lean_timeline_day", "timeline, lean\n(what-if)")]
+             ("bounded_day", "day, bounded\n(what-if)"), ("segments_timeline_day", "timeline from\nfull rows (before)")]
     x = list(range(len(names)))
     b.bar([i - 0.2 for i in x], [d["first_day"][q]["p50_ms"] for q, _ in names], 0.4, label="first day")
     b.bar([i + 0.2 for i in x], [d["last_day"][q]["p50_ms"] for q, _ in names], 0.4, label="last day")

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -228,11 +228,13 @@ async def list_segments(request: web.Request) -> web.Response:
                   "next_cursor": str(rows[-1].start_ms) if more else None})
 
 
-def merge_ranges(rows: list[SegmentRow], start_ms: int, end_ms: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Recorded ranges (segments closer than the gap threshold merged) and the gaps, clipped to the window (pure)."""
+def merge_ranges(
+    spans: Iterable[tuple[int, int]], start_ms: int, end_ms: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Recorded ranges (segment spans closer than the gap threshold merged) and the gaps, clipped to the window (pure)."""
     recorded: list[list[int]] = []
-    for r in sorted(rows, key=lambda r: r.start_ms):
-        s, e = max(r.start_ms, start_ms), min(r.end_ms, end_ms)
+    for a, b in sorted(spans):
+        s, e = max(a, start_ms), min(b, end_ms)
         if e <= s:
             continue
         if recorded and s - recorded[-1][1] <= GAP_THRESHOLD_MS:
@@ -254,8 +256,8 @@ async def timeline(request: web.Request) -> web.Response:
     cid = await visible_camera(request, request.match_info["id"], footage=True)
     start, end = params.time_range(q)
     # Footage deleted by retention is no longer recorded footage: it shows as a gap.
-    rows = await asyncio.to_thread(srv_of(request).backend.index.segments, cid, start, end, state="stored")
-    recorded, gaps = merge_ranges(rows, start, end)
+    spans = await asyncio.to_thread(srv_of(request).backend.index.spans, cid, start, end, state="stored")
+    recorded, gaps = merge_ranges(spans, start, end)
     iso = [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in recorded]
     return _json({
         "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": iso,

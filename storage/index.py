@@ -303,17 +303,30 @@ class Index:
         state: str | None = None,
     ) -> list[SegmentRow]:
         """Segments overlapping [start_ms, end_ms) (in ``state`` if given), ordered by camera then start time."""
+        sql, args = _select(
+            f"SELECT {_SEGMENT_COLUMNS} FROM segments",
+            self._overlap(camera, start_ms, end_ms) + [("start_ms > ?", after_start_ms), ("state = ?", state)],
+            order="camera, start_ms", limit=limit,
+        )
+        return [_row(r) for r in self.query(sql, args)]
+
+    def spans(self, camera: str, start_ms: int, end_ms: int, *, state: str | None = None) -> list[tuple[int, int]]:
+        """(start_ms, end_ms) of one camera's segments overlapping [start_ms, end_ms), in time order.
+
+        What the timeline needs and no more: building a day's 8,640
+        ``SegmentRow`` objects was two thirds of the route's time.
+        """
+        sql, args = _select("SELECT start_ms, end_ms FROM segments",
+                            self._overlap(camera, start_ms, end_ms) + [("state = ?", state)],
+                            order="camera, start_ms", limit=None)
+        return [(a, b) for a, b in self.query(sql, args)]
+
+    def _overlap(self, camera: str | None, start_ms: int | None, end_ms: int | None) -> list[tuple[str, Any]]:
         earliest = None
         if start_ms is not None:
             # No segment overlapping the range starts before start_ms - the longest segment.
             earliest = start_ms - int(self.query("SELECT value FROM meta WHERE key = 'max_segment_ms'")[0][0])
-        sql, args = _select(
-            f"SELECT {_SEGMENT_COLUMNS} FROM segments",
-            [("camera = ?", camera), ("start_ms >= ?", earliest), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms),
-             ("start_ms > ?", after_start_ms), ("state = ?", state)],
-            order="camera, start_ms", limit=limit,
-        )
-        return [_row(r) for r in self.query(sql, args)]
+        return [("camera = ?", camera), ("start_ms >= ?", earliest), ("end_ms > ?", start_ms), ("start_ms < ?", end_ms)]
 
     def last_end_ms(self, camera: str) -> int | None:
         rows = self.query("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
