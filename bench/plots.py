@@ -70,7 +70,7 @@ def draw_index(doc: dict[str, Any]) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
     styles = {"segments_day": ("o", "segments, one day (8 640 rows)"), "timeline_day": ("s", "timeline, one day"),
               "segments_page": ("^", "segments, first page (101 rows)"),
-              "bounded_day": ("D", "what-if: day query with a start_ms lower bound")}
+              "bounded_day": ("D", "day query with a fixed 1 h start_ms lower bound")}
     for q, (marker, label) in styles.items():
         xs = [n for n, _ in measured]
         line, = a.plot(xs, [v["queries"][q]["p50_ms"] for _, v in measured], marker + "-", label=f"{label}: p50")
@@ -95,7 +95,7 @@ def draw_index(doc: dict[str, Any]) -> Path:
                 "(random day), dash-dot extrapolated (newest day)", fontsize=9)
     d = data["depth"]
     names = [("segments_page", "first page"), ("segments_day", "day"), ("timeline_day", "timeline"),
-             ("bounded_day", "day, bounded\n(what-if)"), ("segments_timeline_day", "timeline from\nfull rows (before)")]
+             ("bounded_day", "day, fixed\n1 h bound"), ("segments_timeline_day", "timeline from\nfull rows (before)")]
     x = list(range(len(names)))
     b.bar([i - 0.2 for i in x], [d["first_day"][q]["p50_ms"] for q, _ in names], 0.4, label="first day")
     b.bar([i + 0.2 for i in x], [d["last_day"][q]["p50_ms"] for q, _ in names], 0.4, label="last day")
