@@ -22,7 +22,7 @@ from .envelope import SegmentContext, seal_buffer_size, seal_file, sha256_file
 from .errors import StorageError, TransientStorageError
 from .index import Index, SegmentRow
 from .keyring import Keyring
-from .ledger import segment_record
+from .ledger import ChainHead, segment_record
 from .objectstore import ObjectStore
 from .spool import ClosedSegment, Spool
 from .times import ms_to_datetime, ms_to_rfc3339, now_ms
@@ -120,7 +120,7 @@ class Ingestor:
             buf = self._buffers.buf = bytearray(need + need // 8)
         return buf
 
-    def _reuse_stored(self, seg: ClosedSegment, key: str, head) -> tuple[dict[str, Any], str | None] | None:
+    def _reuse_stored(self, seg: ClosedSegment, key: str, head: ChainHead) -> tuple[dict[str, Any], str | None] | None:
         """Step 6: the record of an object an earlier attempt already PUT, if it continues the chain."""
         stored = self.store.guarded(self.store.stat, key)
         if stored is None:
@@ -137,9 +137,9 @@ class Ingestor:
     def _store_and_index(self, seg: ClosedSegment, key: str, fresh: bool) -> tuple[SegmentRow, int | None, bool]:
         """Steps 4-10 of one segment, blocking, on an S3 worker thread; call holding the camera's chain lock.
 
-        One hand-off per segment instead of one per step: the thread hops, not
-        the work, were a third of ingest's CPU. Returns (row, end of the camera's
-        previous segment, True when the segment was already indexed).
+        One hand-off per segment instead of one per step: each hop costs a
+        worker wake-up and an event-loop wake-up. Returns (row, end of the
+        camera's previous segment, True when the segment was already indexed).
         """
         done = self.index.segment_by_object_key(key)
         if done is not None:  # crash after indexing, before the spool file was removed

@@ -27,7 +27,9 @@ _bucket_ids = itertools.count(1)
 def s3(tmp_path_factory) -> S3Endpoint:
     """One embedded SeaweedFS for the session; each test gets its own bucket."""
     lt = LoopThread()
-    emb = EmbeddedS3(tmp_path_factory.mktemp("s3"))
+    # weed grows 7 volumes per bucket and allows free disk ÷ volume size of them: at the product's
+    # 256 MB, 70 GB free holds only ~41 buckets and the session makes more. Test objects are small.
+    emb = EmbeddedS3(tmp_path_factory.mktemp("s3"), volume_size_limit_mb=16)
     ep = lt.run(emb.start())
     yield ep
     lt.run(emb.stop())
