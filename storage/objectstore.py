@@ -9,6 +9,7 @@ a thread. Network failures and 5xx answers become :class:`TransientStorageError`
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import ssl
@@ -43,9 +44,8 @@ class _Client(Minio):
     The SDK hashes every body again for SigV4 on plain http (and MD5s it on
     https); ingest has just computed the object's SHA-256 for the ledger, so it
     is handed to the signer instead. Over https too the payload is then signed
-    rather than ``UNSIGNED-PAYLOAD``, so a server that checks payload hashes
-    checks the body against the ledger's hash for free. Overrides one method of the pinned SDK (minio 7.2.x);
-    tests/test_ingest.py fails if the SDK stops calling it.
+    rather than ``UNSIGNED-PAYLOAD``. Overrides one method of the pinned SDK
+    (minio 7.2.x); tests/test_ingest.py fails if the SDK stops calling it.
     """
 
     def _build_headers(self, host, headers=None, body=None, creds=None):
@@ -166,9 +166,11 @@ class ObjectStore:
     ) -> str | None:
         """PUT one object, in one request, with its ledger record in the metadata; returns the version id.
 
-        ``sha256`` (hex, of ``data``) signs the payload without hashing it again.
-        Servers that check the payload hash (MinIO, AWS) then refuse a body
-        damaged on the way; SeaweedFS checks only the signature.
+        ``sha256`` (hex, of ``data``) signs the payload without hashing it again
+        and goes along as ``x-amz-checksum-sha256``: S3 (MinIO, AWS, SeaweedFS)
+        refuses a body that does not match it (``BadDigest``) and stores the
+        checksum with the object. AWS also requires that header (or an MD5) on a
+        PUT with object-lock retention.
         """
         size = memoryview(data).nbytes
         if size > MAX_SINGLE_PUT:
@@ -180,6 +182,7 @@ class ObjectStore:
         headers["Content-Type"] = "application/octet-stream"
         if sha256 is not None:
             headers[_KNOWN_SHA256] = sha256
+            headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
         # _put_object, not put_object: one request whatever the size (put_object goes multipart above
         # 5 MiB), and the body is sent from the caller's buffer without the SDK's copy.
         return self.client._put_object(self.bucket, key, data, headers).version_id

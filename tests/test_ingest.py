@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from storage.errors import IntegrityError
+from storage.errors import IntegrityError, StorageError
 from storage.index import Index
 from storage.ingest import Ingestor
 from storage.keyring import Keyring
@@ -141,6 +141,17 @@ async def test_put_is_signed_with_the_known_sha256_without_hashing_again(parts, 
     assert requests == ["PUT"]  # the server accepted the signature over our hash, in one request
     monkeypatch.undo()
     assert store.get("k") == bytes(body)
+
+
+async def test_s3_refuses_a_body_that_does_not_match_its_sha256(parts):
+    """The hash goes along as x-amz-checksum-sha256, so S3 checks the bytes it received against the ledger's."""
+    store = parts.store
+    body = os.urandom(100_000)
+    damaged = bytearray(body)
+    damaged[500] ^= 0x01
+    with pytest.raises(StorageError, match="BadDigest"):
+        store.guarded(store.put, "k", damaged, record={"seq": 0}, sha256=hashlib.sha256(body).hexdigest())
+    assert store.stat("k") is None  # nothing was stored
 
 
 async def test_head_only_for_tickets_an_earlier_process_or_attempt_wrote(parts, monkeypatch):
