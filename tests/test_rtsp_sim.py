@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.rtsp import RtspSimulator, ffmpeg_exe, gst_available, make_clip
+from tests.support.wait import until_while_running
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +67,9 @@ class Client:
     def size(self) -> int:
         return self.out.stat().st_size if self.out.exists() else 0
 
-    def wait_for_data(self, timeout: float) -> None:
-        wait_until(lambda: self.size() > 0, timeout, f"data in {self.out.name}")
+    def wait_for_size_above(self, size: int, timeout: float) -> None:
+        """Until the output file is bigger than ``size`` bytes; fails at once if ffmpeg exits first."""
+        until_while_running(self.proc, lambda: self.size() > size, timeout=timeout, log=self.log, interval=0.05)
 
     def stderr(self) -> str:
         return self.log.read_text()
@@ -101,15 +103,6 @@ def start_client() -> Iterator[Callable[..., Client]]:
     yield start
     for client in clients:
         client.stop()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``predicate`` until it holds, failing the test after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def packet_dts(path: Path) -> list[int]:
@@ -168,7 +161,7 @@ def test_drop_disconnects_one_mount_until_restored(start_sim, start_client, tmp_
     dropped = start_client(sim.url("cam1"), tmp_path / "dropped.ts")
     survivor = start_client(sim.url("cam2"), tmp_path / "survivor.ts")
     for client in (dropped, survivor):
-        client.wait_for_data(timeout=20)
+        client.wait_for_size_above(0, timeout=20)
 
     answer = sim.drop("cam1")
     assert answer == "ok drop cam1 closed=1"
@@ -179,7 +172,7 @@ def test_drop_disconnects_one_mount_until_restored(start_sim, start_client, tmp_
 
     # The other mount keeps streaming.
     size = survivor.size()
-    wait_until(lambda: survivor.size() > size, 10, "cam2 to keep streaming")
+    survivor.wait_for_size_above(size, timeout=10)  # cam2 keeps streaming
     assert survivor.proc.poll() is None, survivor.stderr()
 
     refused = start_client(sim.url("cam1"), tmp_path / "refused.ts", seconds=1)
@@ -199,7 +192,7 @@ def test_simulator_cpu_stays_low_with_three_clients(start_sim, start_client, tmp
         for mount in sim.mounts
     ]
     for client in clients:
-        client.wait_for_data(timeout=20)
+        client.wait_for_size_above(0, timeout=20)
 
     # Measure from the moment all three stream until the first one finishes,
     # a window in which every mount is being pulled.
