@@ -193,7 +193,6 @@ class ExportService:
         cams = sorted(set(cameras))
 
         def insert() -> None:
-            _ensure(self.index)
             with self.index.transaction() as db:
                 db.execute(
                     "INSERT INTO exports (id, state, cameras, start_ms, end_ms, case_id, reason, actor, role, "
@@ -214,7 +213,6 @@ class ExportService:
 
     async def get(self, export_id: str) -> ExportJob | None:
         def read() -> ExportJob | None:
-            _ensure(self.index)
             rows = self.index.query(f"SELECT {_COLUMNS} FROM exports WHERE id = ?", (export_id,))
             return _job(rows[0]) if rows else None
 
@@ -295,8 +293,10 @@ class ExportService:
             evidence[camera] = ev
         report = combine(reports, job.start_ms, job.end_ms)
         good = [s for s in report.segments if s.status == STATUS_OK and s.id in files]
+        good_ids = {s.id for s in good}
+        good_of = {camera: [s for s in good if s.camera == camera] for camera in job.cameras}
         for sid, path in files.items():
-            if sid not in {s.id for s in good}:
+            if sid not in good_ids:
                 path.unlink(missing_ok=True)
         if not good:
             raise ExportFailed(f"nothing to export: no segment in range verified ok "
@@ -316,7 +316,7 @@ class ExportService:
             })
         clips = []
         for camera in job.cameras:
-            cam_rows = [rows[s.id] for s in good if s.camera == camera]
+            cam_rows = [rows[s.id] for s in good_of[camera]]
             if cam_rows:
                 clips.append(await self._clip(camera, cam_rows, job, staging, files))
 
@@ -325,7 +325,7 @@ class ExportService:
         keys = {k: public_pem(v).decode("ascii") for k, v in trusted_keys(self.keyring).items()}
         used_keys: dict[str, str] = {}
         for camera in job.cameras:
-            seqs = [s.seq for s in good if s.camera == camera]
+            seqs = [s.seq for s in good_of[camera]]
             if not seqs:
                 continue
             ev = evidence[camera]
@@ -348,7 +348,7 @@ class ExportService:
             "cameras": list(job.cameras), "segments": seg_entries,
             "excluded": [{"id": s.id, "status": s.status, "check": s.check,
                           "detail": s.failed[0].detail if s.failed else None, "rule": s.rule,
-                          "deleted_at": s.deleted_at} for s in report.segments if s.id not in {g.id for g in good}],
+                          "deleted_at": s.deleted_at} for s in report.segments if s.id not in good_ids],
             "gaps": [g.to_json() for g in report.gaps], "clips": clips, "ledger": ledger, "keys": used_keys,
             "verification": {"verdict": report.verdict, "checked_at": ms_to_rfc3339(report.checked_ms),
                              "counts": report.counts(), "problems": [p.to_json() for p in report.problems]},
@@ -357,7 +357,7 @@ class ExportService:
         info = await asyncio.to_thread(write_bundle, staging, top=job.id, manifest=manifest,
                                        key=self.keyring.signing_key, out=out)
         for camera in job.cameras:
-            seqs = [s.seq for s in good if s.camera == camera]
+            seqs = [s.seq for s in good_of[camera]]
             await self._append_export_record(camera, job, info.manifest_sha256, seqs, exported_at)
         summary = {"verdict": report.verdict, "counts": report.counts(), "exported": len(good),
                    "excluded": manifest["excluded"][:100], "gaps": len(report.gaps),
