@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,34 +97,24 @@ class Spool:
                 return False
             return True
 
-    def tickets(self, camera: str, limit: int | None = None) -> list[ClosedSegment]:
-        """Closed segments of a camera, oldest first."""
-        d = self.root / camera
-        if not d.is_dir():
-            return []
-        names = sorted(n for n in os.listdir(d) if TICKET_RE.match(n))
-        if limit is not None:
-            names = names[:limit]
-        out = []
-        for name in names:
-            with open(d / name, encoding="utf-8") as f:
-                out.append(ClosedSegment(**json.load(f)))
-        return out
+    def next_ticket(self, camera: str) -> ClosedSegment | None:
+        """The oldest closed segment of a camera still waiting in the spool (the next to ingest)."""
+        return self._ticket(camera, min)
 
     def last_ticket(self, camera: str) -> ClosedSegment | None:
         """The newest closed segment still waiting in the spool."""
+        return self._ticket(camera, max)
+
+    def _ticket(self, camera: str, pick: Callable[[list[str]], str]) -> ClosedSegment | None:
+        # Ticket names sort by start time; one pick, not a sort of a backlog, per segment ingested.
         d = self.root / camera
         if not d.is_dir():
             return None
-        names = sorted(n for n in os.listdir(d) if TICKET_RE.match(n))
+        names = [n for n in os.listdir(d) if TICKET_RE.match(n)]
         if not names:
             return None
-        with open(d / names[-1], encoding="utf-8") as f:
+        with open(d / pick(names), encoding="utf-8") as f:
             return ClosedSegment(**json.load(f))
-
-    def next_ticket(self, camera: str) -> ClosedSegment | None:
-        found = self.tickets(camera, limit=1)
-        return found[0] if found else None
 
     def remove(self, seg: ClosedSegment) -> None:
         """Drop a segment from the spool: the file first, the ticket last (a ticket alone is harmless)."""
