@@ -15,11 +15,3 @@ class ConfigError(NvrError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")
-
-
-class RecorderError(NvrError):
-    """A camera's recorder failed in a way its supervisor cannot mend."""
-
-    def __init__(self, camera: str, message: str):
-        self.camera = camera
-        super().__init__(f"camera {camera}: {message}")

@@ -46,7 +46,7 @@ from nvr.errors import NvrError
 from nvr.params import CAMERA_ID_RE, MAX_MS, MIN_MS
 from storage.errors import StorageError
 from storage.index import Index, SegmentRow
-from storage.objectstore import ObjectStore
+from storage.objectstore import GONE_CODES, ObjectStore
 from storage.times import ms_to_rfc3339, now_ms, parse_rfc3339
 
 from .store import CoveredSegment, HoldRecord, RetentionStore
@@ -55,7 +55,6 @@ log = logging.getLogger("nvr.retention.holds")
 
 AuditFn = Callable[[str, str, dict[str, Any], tuple[str, str]], Awaitable[Any]]  # action, target, detail, actor
 SYSTEM = ("system", "system")
-_GONE = ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound")
 
 HOLD_KEYS = ("case_id", "cameras", "start", "end", "reason", "expires")
 
@@ -293,7 +292,7 @@ class HoldManager:
         try:
             await self.store.run(self._enable, seg.object_key, seg.version_id)
         except StorageError as e:
-            if any(code in str(e) for code in _GONE):
+            if e.code in GONE_CODES:
                 return f"object {seg.object_key} is missing from the bucket: {e}"
             return str(e)
         await asyncio.to_thread(self.rstore.add_legal_hold, seg, now_ms())
@@ -303,7 +302,7 @@ class HoldManager:
         try:
             await self.store.run(self._disable, e.object_key, e.version_id)
         except StorageError as err:
-            if not any(code in str(err) for code in _GONE):
+            if err.code not in GONE_CODES:
                 return str(err)
         await asyncio.to_thread(self.rstore.remove_legal_hold, e.segment_id)
         return None

@@ -76,7 +76,7 @@ from storage.chainlock import ChainLocks
 from storage.errors import StorageError
 from storage.index import Index
 from storage.ledger import tombstone_record
-from storage.objectstore import ObjectStore
+from storage.objectstore import GONE_CODES, ObjectStore
 from storage.times import ms_to_rfc3339, now_ms
 
 from .holds import SYSTEM, AuditFn, HoldManager, LegalHoldSync, covered_by
@@ -87,7 +87,6 @@ log = logging.getLogger("nvr.retention.sweep")
 
 LOCKED = "locked"  # a state only the plan sees: object-lock retention may still be running
 LOCK_MARGIN_MS = 5_000  # our clock vs S3's
-_GONE = ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound")
 
 Fault = Callable[[str, str | None], None]  # (phase, segment id) -> None; tests raise to simulate a crash
 
@@ -334,7 +333,7 @@ class Sweeper:
                 for it in items]
         errors: dict[str, str] = {}
         for err in self.store.client.remove_objects(self.store.bucket, objs):
-            if err.code in _GONE:
+            if err.code in GONE_CODES:
                 continue
             sid = by_key.get(err.name)
             if sid is not None:

@@ -45,7 +45,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +54,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from minio.error import S3Error
 
+from .chainlock import ChainLocks
 from .errors import IntegrityError, StorageError, TransientStorageError
 from .index import Index
+from .ingest import EventSink, no_event
 from .keyring import KEY_ID_RE, Keyring, SigningKey
 from .ledger import ChainBreak, ChainHead, canonical_json, record_hash, verify_chain
-from .objectstore import ObjectStore
+from .objectstore import GONE_CODES, ObjectStore
 from .times import ms_to_rfc3339, now_ms, parse_rfc3339
 
 log = logging.getLogger("nvr.checkpoint")
@@ -72,7 +74,6 @@ KEYS_PREFIX = "ledger/keys/"
 _CAMERA = r"[a-z0-9][a-z0-9_-]{0,62}"
 CHECKPOINT_KEY_RE = re.compile(rf"^ledger/(?P<camera>{_CAMERA})/(?P<seq>\d{{12}})\.json$")
 JOURNAL_KEY_RE = re.compile(rf"^ledger/(?P<camera>{_CAMERA})/(?P<seq>\d{{12}})\.records\.jsonl$")
-KEY_OBJECT_RE = re.compile(r"^ledger/keys/(?P<key_id>\d{8}T\d{6}Z-[0-9a-f]{8})\.pem$")
 
 CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -287,16 +288,11 @@ def ledger_cameras(index: Index) -> list[str]:
 def get_bytes(store: ObjectStore, key: str) -> bytes | None:
     """The object's bytes, or None when there is no such object."""
     try:
-        resp = store.client.get_object(store.bucket, key)
+        return store.get(key)
     except S3Error as e:
-        if e.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+        if e.code in GONE_CODES:
             return None
         raise
-    try:
-        return resp.read()
-    finally:
-        resp.close()
-        resp.release_conn()
 
 
 def put_bytes(store: ObjectStore, key: str, data: bytes, content_type: str) -> None:
@@ -325,18 +321,6 @@ def list_checkpoint_seqs(store: ObjectStore, camera: str, from_seq: int = 0, to_
     return out
 
 
-def load_bucket_keys(store: ObjectStore) -> dict[str, bytes]:
-    """The PEMs under ``ledger/keys/`` by key id (what was published; not a trust anchor)."""
-    out: dict[str, bytes] = {}
-    for obj in store.client.list_objects(store.bucket, prefix=KEYS_PREFIX, recursive=False):
-        m = KEY_OBJECT_RE.match(obj.object_name or "")
-        if m:
-            data = get_bytes(store, obj.object_name)
-            if data is not None:
-                out[m.group("key_id")] = data
-    return out
-
-
 def publish_keys(store: ObjectStore, keyring: Keyring) -> list[str]:
     """Write every trusted public key to ``ledger/keys/<key_id>.pem`` when missing; returns the ids written."""
     written = []
@@ -354,13 +338,6 @@ def publish_keys(store: ObjectStore, keyring: Keyring) -> list[str]:
 
 # ---------------------------------------------------------------------- the writer
 
-EventSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
-
-
-async def _no_event(action: str, target: str, detail: dict[str, Any]) -> None:
-    return None
-
-
 class CheckpointRefused(StorageError):
     """The writer would not sign: the chain does not continue the last checkpoint, or the bucket disagrees."""
 
@@ -375,10 +352,10 @@ class CheckpointWriter:
         self.keyring = keyring
         self.node_id = node_id
         self.interval = interval
-        self.on_event = on_event or _no_event
+        self.on_event = on_event or no_event
         self.rounds = 0  # completed rounds (tests wait on it)
         self.last_error: str | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = ChainLocks()  # one signer per camera at a time (not the ledger's chain locks)
         self._published: set[str] = set()
         self._refused: dict[str, str] = {}  # camera -> last refusal message (audited once)
         self._task: asyncio.Task | None = None
@@ -471,8 +448,7 @@ class CheckpointWriter:
     async def _write(self, camera: str) -> Checkpoint | None:
         """Sign ``camera``'s head if it moved; returns the new checkpoint or None."""
         await self._ensure_tables()
-        lock = self._locks.setdefault(camera, asyncio.Lock())
-        async with lock:
+        async with self._locks(camera):
             head = await asyncio.to_thread(self.index.chain_head, camera)
             if head.seq < 0:
                 return None

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from .errors import IntegrityError, KeyringError
+from .errors import IntegrityError
 from .ledger import canonical_json
 
 MAGIC = b"NVRE"
@@ -175,10 +175,7 @@ def sha256_file(path: Path) -> str:
 def decrypt(blob: bytes, context: SegmentContext, kek_for) -> bytes:
     """Decrypt a stored object; ``kek_for(key_id)`` returns the KEK. Raises IntegrityError on any mismatch."""
     header = parse_header(blob)
-    try:
-        kek = kek_for(header.key_id)
-    except KeyringError:
-        raise
+    kek = kek_for(header.key_id)  # a KeyringError (unknown key id) goes to the caller as is
     try:
         data_key = aes_key_unwrap(kek, header.wrapped_key)
     except InvalidUnwrap:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 class StorageError(Exception):
-    """Base of every storage failure."""
+    """Base of every storage failure; ``code`` is the S3 error code when S3 refused the request."""
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class TransientStorageError(StorageError):

@@ -77,7 +77,7 @@ class IngestStats:
 EventSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]  # (action, target, detail)
 
 
-async def _no_event(action: str, target: str, detail: dict[str, Any]) -> None:
+async def no_event(action: str, target: str, detail: dict[str, Any]) -> None:
     return None
 
 
@@ -103,7 +103,7 @@ class Ingestor:
         self.spool = spool
         self.node_id = node_id
         self.lock_seconds = lock_seconds
-        self.on_event = on_event or _no_event
+        self.on_event = on_event or no_event
         # Shared with every other writer of a camera's chain (tombstones, exports): from reading the
         # head to committing the record, no other record may land in between.
         self.chain_locks = chain_locks or ChainLocks()

@@ -33,6 +33,8 @@ log = logging.getLogger("nvr.s3")
 
 RECORD_META = "nvr-record"
 T = TypeVar("T")
+# S3 error codes meaning "no such object (version)": an answer, not a failure, for a HEAD or a delete.
+GONE_CODES = ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound")
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
 # Carries a body's known SHA-256 from ObjectStore.put to the signer; removed before the request is sent.
 _KNOWN_SHA256 = "x-nvr-known-sha256"
@@ -128,7 +130,7 @@ class ObjectStore:
         except S3Error as e:
             if e.code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
                 raise TransientStorageError(f"S3 {self.endpoint}: {e.code}: {e.message}") from e
-            raise StorageError(f"S3 {self.endpoint}: {e.code}: {e.message} ({e.resource})") from e
+            raise StorageError(f"S3 {self.endpoint}: {e.code}: {e.message} ({e.resource})", code=e.code) from e
         except (Urllib3HTTPError, OSError) as e:
             raise TransientStorageError(f"S3 {self.endpoint} unreachable: {type(e).__name__}: {e}") from e
 
@@ -192,7 +194,7 @@ class ObjectStore:
         try:
             st = self.client.stat_object(self.bucket, key, version_id=version_id)
         except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound"):
+            if e.code in GONE_CODES:
                 return None
             raise
         raw = _header(st.metadata, f"x-amz-meta-{RECORD_META}")

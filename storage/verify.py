@@ -555,9 +555,7 @@ def _gather_index(index: Index, camera: str, start_ms: int, end_ms: int, only_se
             rec = _json_or_none(text)
             if rec is not None and rec.get("segment_seq") in seqs:
                 tombstones.setdefault(rec["segment_seq"], (seq, rec))
-    head = index.query("SELECT MAX(seq) FROM ledger WHERE camera = ?", (camera,))[0][0]
-    head_seq = head if head is not None else -1
-    return rows, seqs, tombstones, head_seq
+    return rows, seqs, tombstones, index.chain_head(camera).seq
 
 
 def _load_records(index: Index, camera: str, lo: int, hi: int) -> dict[int, dict[str, Any] | None]:
