@@ -214,13 +214,10 @@ async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: 
         if have is not None and canonical_json(have) != canonical_json(rec):
             report.problems.add(f"{camera}:{seq}: the object's metadata record differs from "
                                 f"{source.get((camera, seq), 'another object')}; the journal's is kept")
-            if (camera, seq) not in source:
-                continue
-        else:
-            records[camera][seq] = rec
-            source.setdefault((camera, seq), item.key)
-        if canonical_json(records[camera][seq]) == canonical_json(rec):
-            object_of[(camera, seq)] = (item.key, st.version_id, item.last_modified_ms)
+            continue  # this object does not carry the kept record, so it is not that segment's object
+        records[camera][seq] = rec
+        source.setdefault((camera, seq), item.key)
+        object_of[(camera, seq)] = (item.key, st.version_id, item.last_modified_ms)
 
     # Checkpoints, checked against the keyring.
     cp_datas = await asyncio.gather(*(limited(get_bytes, store, key) for _, _, key in checkpoint_objs))
