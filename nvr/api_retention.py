@@ -30,6 +30,7 @@ from aiohttp import web
 
 from nvr import params
 from nvr.api import Route, principal_of, srv_of, visible_camera
+from nvr.config import CAMERA_ID_RE
 from nvr.openapi import QUERY, SCHEMAS, TIME
 from nvr.problem import Problem, not_found
 from retention.holds import HoldInputError, hold_json, parse_hold_request, parse_release_reason
@@ -303,7 +304,7 @@ SCHEMAS.update({
         "properties": {
             "case_id": {"type": "string", "minLength": 1, "maxLength": 128},
             "cameras": {"type": "array", "minItems": 1, "items": {"type": "string",
-                                                                  "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$"}},
+                                                                  "pattern": CAMERA_ID_RE.pattern}},
             "start": TIME, "end": _NULLABLE_TIME, "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
             "expires": _NULLABLE_TIME,
         },

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from storage.ledger import CAMERA_ID
+
 from .errors import ConfigError
 from .redact import redact_url
 from .units import parse_duration, parse_size
 
-CAMERA_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CAMERA_ID_RE = re.compile(rf"^{CAMERA_ID}$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
 NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp"}

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from storage.ledger import CAMERA_ID
+
 from . import __version__
 
 TIME = {"type": "string", "format": "date-time", "description": "RFC 3339 with offset or Z"}
-ID = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}$", "maxLength": 63}
+ID = {"type": "string", "pattern": rf"^{CAMERA_ID}$", "maxLength": 63}
 
 SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -69,7 +71,7 @@ _REQUIRED_QUERY = {"timeline": ("start", "end"), "clip": ("start", "end"), "rele
 def _path_params(path: str) -> list[dict[str, Any]]:
     out = []
     for name in re.findall(r"{(\w+)}", path):
-        schema = ({"type": "string", "pattern": r"^[a-z0-9][a-z0-9_-]{0,62}:\d{1,12}$"}
+        schema = ({"type": "string", "pattern": rf"^{CAMERA_ID}:\d{{1,12}}$"}
                   if path.startswith("/api/v1/segments") else ID)
         out.append({"name": name, "in": "path", "required": True, "schema": schema})
     return out

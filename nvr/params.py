@@ -9,15 +9,16 @@ from typing import Any
 
 from aiohttp import web
 
+from storage.ledger import CAMERA_ID
 from storage.times import parse_rfc3339
 
+from .config import CAMERA_ID_RE
 from .problem import Problem, bad_request
 
 # Footage can't predate the epoch here, and far-future years are typos.
 MIN_MS = 0
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
-SEGMENT_ID_RE = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62}):(\d{1,12})$")
-CAMERA_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SEGMENT_ID_RE = re.compile(rf"^({CAMERA_ID}):(\d{{1,12}})$")
 
 
 def query(request: web.Request, allowed: Iterable[str]) -> dict[str, str]:

@@ -42,8 +42,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nvr.config import CAMERA_ID_RE
 from nvr.errors import NvrError
-from nvr.params import CAMERA_ID_RE, MAX_MS, MIN_MS
+from nvr.params import MAX_MS, MIN_MS
 from storage.errors import StorageError
 from storage.index import Index, SegmentRow
 from storage.objectstore import GONE_CODES, ObjectStore

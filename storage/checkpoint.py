@@ -59,7 +59,7 @@ from .errors import IntegrityError, StorageError, TransientStorageError
 from .index import Index
 from .ingest import EventSink, no_event
 from .keyring import KEY_ID_RE, Keyring, SigningKey
-from .ledger import ChainBreak, ChainHead, canonical_json, record_hash, verify_chain
+from .ledger import CAMERA_ID, ChainBreak, ChainHead, canonical_json, record_hash, verify_chain
 from .objectstore import GONE_CODES, ObjectStore
 from .times import ms_to_rfc3339, now_ms, parse_rfc3339
 
@@ -71,9 +71,8 @@ DEFAULT_INTERVAL = 300.0
 LEDGER_PREFIX = "ledger/"
 KEYS_PREFIX = "ledger/keys/"
 
-_CAMERA = r"[a-z0-9][a-z0-9_-]{0,62}"
-CHECKPOINT_KEY_RE = re.compile(rf"^ledger/(?P<camera>{_CAMERA})/(?P<seq>\d{{12}})\.json$")
-JOURNAL_KEY_RE = re.compile(rf"^ledger/(?P<camera>{_CAMERA})/(?P<seq>\d{{12}})\.records\.jsonl$")
+CHECKPOINT_KEY_RE = re.compile(rf"^ledger/(?P<camera>{CAMERA_ID})/(?P<seq>\d{{12}})\.json$")
+JOURNAL_KEY_RE = re.compile(rf"^ledger/(?P<camera>{CAMERA_ID})/(?P<seq>\d{{12}})\.records\.jsonl$")
 
 CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
