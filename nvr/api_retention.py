@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import weakref
 from typing import Any
 
 from aiohttp import web
@@ -36,12 +34,10 @@ from nvr.problem import Problem, not_found
 from retention.holds import HoldInputError, hold_json, parse_hold_request, parse_release_reason
 from retention.policy import ResolvedRule, RetentionRuleError, Rule, RuleSet, rules_to_dict
 from retention.rules import fmt_duration
-from retention.service import RetentionBusy, RetentionService, RetentionSettings
+from retention.service import RetentionService
 from retention.store import HoldAlreadyReleased, HoldNotFound
 from retention.sweep import preview_json
 from storage.times import ms_to_rfc3339, now_ms
-
-log = logging.getLogger("nvr.api")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -51,33 +47,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 # ---------------------------------------------------------------------- the service
 
 
-_init_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-async def service_of(request: web.Request) -> RetentionService:
-    srv = srv_of(request)
-    svc = getattr(srv, "retention", None)
-    if svc is not None:
-        return svc
-    lock = _init_locks.setdefault(srv, asyncio.Lock())
-    async with lock:
-        svc = getattr(srv, "retention", None)
-        if svc is None:
-            log.warning("no retention service wired into the server: starting one without the periodic sweep")
-            b = srv.backend
-            svc = RetentionService(index=b.index, store=b.store, node_id=b.node_id, audit=srv.audit,
-                                   settings=RetentionSettings.from_config(srv.cfg),
-                                   chain_locks=getattr(srv, "chain_locks", None),
-                                   lock_file=srv.cfg.data_dir / "retention.lock")
-            try:
-                await svc.open()
-            except RetentionBusy as e:
-                raise Problem(503, str(e)) from None
-            stack = getattr(srv, "_stack", None)
-            if stack is not None:
-                stack.push_async_callback(svc.stop)
-            srv.retention = svc
-    return svc
+def service_of(request: web.Request) -> RetentionService:
+    return srv_of(request).retention
 
 
 def _rule_problem(e: RetentionRuleError) -> Problem:
@@ -122,7 +93,7 @@ async def _rules_view(request: web.Request, svc: RetentionService) -> dict[str, 
 
 async def get_retention(request: web.Request) -> web.Response:
     params.query(request, ())
-    svc = await service_of(request)
+    svc = service_of(request)
     return _json(await _rules_view(request, svc))
 
 
@@ -130,7 +101,7 @@ async def put_retention(request: web.Request) -> web.Response:
     params.query(request, ())
     _refuse_scoped(request, "change the retention rules of every camera")
     body = await params.json_body(request)
-    svc = await service_of(request)
+    svc = service_of(request)
     try:
         rules = svc.parse_rules(body)
     except RetentionRuleError as e:
@@ -144,7 +115,7 @@ async def put_camera_retention(request: web.Request) -> web.Response:
     params.query(request, ())
     cid = await visible_camera(request, request.match_info["id"], footage=True)
     body = await params.json_body(request)
-    svc = await service_of(request)
+    svc = service_of(request)
     try:
         st = await svc.set_camera_rule(cid, body, principal_of(request).actor)
     except RetentionRuleError as e:
@@ -156,7 +127,7 @@ async def put_camera_retention(request: web.Request) -> web.Response:
 async def delete_camera_retention(request: web.Request) -> web.Response:
     params.query(request, ())
     cid = await visible_camera(request, request.match_info["id"], footage=True)
-    svc = await service_of(request)
+    svc = service_of(request)
     try:
         await svc.delete_camera_rule(cid, principal_of(request).actor)
     except KeyError:
@@ -173,7 +144,7 @@ async def preview_retention(request: web.Request) -> web.Response:
     if unknown:
         raise params.bad_request(f"unknown key {unknown[0]!r}; the body is {{\"rules\": {{...}}}} (omit rules "
                                  "to preview the rules in force)", field=unknown[0])
-    svc = await service_of(request)
+    svc = service_of(request)
     rules = None
     if "rules" in body:
         try:
@@ -190,7 +161,7 @@ async def preview_retention(request: web.Request) -> web.Response:
 async def run_retention(request: web.Request) -> web.Response:
     params.query(request, ())
     _refuse_scoped(request, "run the sweep of every camera")
-    svc, who = await service_of(request), principal_of(request)
+    svc, who = service_of(request), principal_of(request)
     await srv_of(request).audit.record("retention.run", "retention", {"trigger": "api"}, actor=who.actor)
     report = await svc.run_now("api")
     return _json(report.as_dict())
@@ -219,7 +190,7 @@ async def place_hold(request: web.Request) -> web.Response:
     except HoldInputError as e:
         raise _hold_problem(e) from None
     await _check_cameras(request, req.cameras)
-    svc, who = await service_of(request), principal_of(request)
+    svc, who = service_of(request), principal_of(request)
     change = await svc.holds.place(req, who.actor)
     out = _hold_view(change.hold, who, now)
     out["legal_holds"] = change.legal_holds.as_dict() | {"enabled": svc.holds.legal_holds_enabled}
@@ -234,7 +205,7 @@ async def list_holds(request: web.Request) -> web.Response:
     state = q.get("state", "all")
     if state not in _HOLD_STATES:
         raise params.bad_request(f"state must be one of {', '.join(_HOLD_STATES)}, got {state!r}", parameter="state")
-    svc, who = await service_of(request), principal_of(request)
+    svc, who = service_of(request), principal_of(request)
     now = now_ms()
     holds = [h for h in await svc.holds.holds() if _sees_hold(who, h) and state in ("all", h.state(now))]
     return _json({"holds": [_hold_view(h, who, now) for h in holds]})
@@ -243,7 +214,7 @@ async def list_holds(request: web.Request) -> web.Response:
 async def release_hold(request: web.Request) -> web.Response:
     q = params.query(request, ("reason",))
     hid = request.match_info["id"]
-    svc, who = await service_of(request), principal_of(request)
+    svc, who = service_of(request), principal_of(request)
     hold = await asyncio.to_thread(svc.rstore.hold, hid)
     if hold is None or not _sees_hold(who, hold):
         raise not_found(f"hold {hid!r}")
