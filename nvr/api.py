@@ -63,8 +63,8 @@ def principal_of(request: web.Request) -> Principal:
     return request[PRINCIPAL_KEY]
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, sort_keys=True))
+def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=lambda d: json.dumps(d, sort_keys=True))
 
 
 def _client(request: web.Request) -> str:
@@ -135,7 +135,7 @@ async def read_segment_or_problem(srv: NvrServer, row: SegmentRow) -> bytes:
 async def healthz(request: web.Request) -> web.Response:
     """Liveness plus the alarms an operator must see (no footage, no credentials)."""
     status = srv_of(request).status()
-    return _json({"ok": not status["alarms"], "alarms": status["alarms"]})
+    return json_reply({"ok": not status["alarms"], "alarms": status["alarms"]})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -146,13 +146,13 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     from .openapi import build_openapi
 
-    return _json(build_openapi(all_routes()))
+    return json_reply(build_openapi(all_routes()))
 
 
 async def status(request: web.Request) -> web.Response:
     who, data = principal_of(request), srv_of(request).status()
     data["cameras"] = {k: v for k, v in data["cameras"].items() if who.sees(k)}
-    return _json(data)
+    return json_reply(data)
 
 
 # ---------------------------------------------------------------------- cameras
@@ -161,7 +161,7 @@ async def status(request: web.Request) -> web.Response:
 async def list_cameras(request: web.Request) -> web.Response:
     params.query(request, ())
     srv, who = srv_of(request), principal_of(request)
-    return _json({"cameras": [camera_json(srv, c) for c in srv.cameras.all() if who.sees(c.id)]})
+    return json_reply({"cameras": [camera_json(srv, c) for c in srv.cameras.all() if who.sees(c.id)]})
 
 
 async def create_camera(request: web.Request) -> web.Response:
@@ -171,14 +171,14 @@ async def create_camera(request: web.Request) -> web.Response:
     if who.cameras is not None:
         raise Problem(403, "a camera-scoped token can't register cameras")
     cam = await srv.cameras.create(body, who.actor)
-    return _json(camera_json(srv, cam), status=201)
+    return json_reply(camera_json(srv, cam), status=201)
 
 
 async def get_camera(request: web.Request) -> web.Response:
     params.query(request, ())
     cid = await visible_camera(request, request.match_info["id"])
     srv = srv_of(request)
-    return _json(camera_json(srv, srv.cameras.get(cid)))
+    return json_reply(camera_json(srv, srv.cameras.get(cid)))
 
 
 async def patch_camera(request: web.Request) -> web.Response:
@@ -187,7 +187,7 @@ async def patch_camera(request: web.Request) -> web.Response:
     body = await params.json_body(request)
     srv = srv_of(request)
     cam = await srv.cameras.update(cid, body, principal_of(request).actor)
-    return _json(camera_json(srv, cam))
+    return json_reply(camera_json(srv, cam))
 
 
 async def delete_camera(request: web.Request) -> web.Response:
@@ -204,7 +204,7 @@ async def camera_status(request: web.Request) -> web.Response:
     st = srv.recorders.status(cid)
     data = st.as_dict() if st else {"camera": cid, "state": "stopped"}
     data["backlog"] = await asyncio.to_thread(srv.spool.backlog, cid)
-    return _json(data)
+    return json_reply(data)
 
 
 # ---------------------------------------------------------------------- segments, timeline
@@ -224,7 +224,7 @@ async def list_segments(request: web.Request) -> web.Response:
                                    limit=limit + 1, after_start_ms=cursor)
     more = len(rows) > limit
     rows = rows[:limit]
-    return _json({"segments": [segment_json(r) for r in rows],
+    return json_reply({"segments": [segment_json(r) for r in rows],
                   "next_cursor": str(rows[-1].start_ms) if more else None})
 
 
@@ -259,7 +259,7 @@ async def timeline(request: web.Request) -> web.Response:
     spans = await asyncio.to_thread(srv_of(request).backend.index.spans, cid, start, end, state="stored")
     recorded, gaps = merge_ranges(spans, start, end)
     iso = [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in recorded]
-    return _json({
+    return json_reply({
         "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": iso,
         "gaps": [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in gaps],
         "recorded_seconds": sum(e - s for s, e in recorded) / 1000,
@@ -268,7 +268,7 @@ async def timeline(request: web.Request) -> web.Response:
 
 async def get_segment(request: web.Request) -> web.Response:
     params.query(request, ())
-    return _json(segment_json(await visible_segment(request)))
+    return json_reply(segment_json(await visible_segment(request)))
 
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -377,7 +377,7 @@ async def audit_log(request: web.Request) -> web.Response:
         start_ms=start, end_ms=end, after_id=cursor, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    return _json({"entries": [{
+    return json_reply({"entries": [{
         "id": e.id, "time": ms_to_rfc3339(e.ts_ms), "actor": e.actor, "role": e.role, "action": e.action,
         "target": e.target, "detail": e.detail, "prev": e.prev, "hash": e.hash,
     } for e in rows], "next_cursor": str(rows[-1].id) if more else None})

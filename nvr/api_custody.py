@@ -21,7 +21,6 @@ Every verification, export and bundle download is an audit event with the actor.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from typing import Any
 
@@ -39,7 +38,7 @@ from storage.times import ms_to_rfc3339
 from storage.verify import UnknownSegment, verify_range, verify_segment
 
 from . import params
-from .api import Route, principal_of, srv_of, visible_camera, visible_segment
+from .api import Route, json_reply, principal_of, srv_of, visible_camera, visible_segment
 from .openapi import ID, SCHEMAS, TIME
 from .problem import Problem, bad_request, not_found
 
@@ -84,10 +83,6 @@ SCHEMAS.update({
         "fingerprint_sha256": {"type": "string"}, "current": {"type": "boolean"},
         "object_key": {"type": "string"}}}}}},
 })
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=lambda d: json.dumps(d, sort_keys=True))
 
 
 def _fields(body: dict[str, Any], required: tuple[str, ...]) -> None:
@@ -144,7 +139,7 @@ async def list_keys(request: web.Request) -> web.Response:
     ring = srv_of(request).backend.keyring
     current = ring.signing_key.key_id
     keys = trusted_keys(ring)
-    return _json({"keys": [{
+    return json_reply({"keys": [{
         "key_id": kid, "algorithm": "Ed25519", "public_key_pem": public_pem(key).decode("ascii"),
         "fingerprint_sha256": fingerprint(key), "current": kid == current, "object_key": key_object_key(kid),
     } for kid, key in sorted(keys.items())]})
@@ -167,7 +162,7 @@ async def verify_one(request: web.Request) -> web.Response:
         raise _storage_problem(e) from None
     await srv.audit.record("verify", row.id, {**report.audit_detail(), "client": request.remote or "unknown"},
                            actor=who.actor)
-    return _json(report.to_json())
+    return json_reply(report.to_json())
 
 
 async def verify_range_route(request: web.Request) -> web.Response:
@@ -185,7 +180,7 @@ async def verify_range_route(request: web.Request) -> web.Response:
         raise _storage_problem(e) from None
     await srv.audit.record("verify", camera, {**report.audit_detail(), "client": request.remote or "unknown"},
                            actor=who.actor)
-    return _json(report.to_json())
+    return json_reply(report.to_json())
 
 
 # ---------------------------------------------------------------------- exports
@@ -219,7 +214,7 @@ async def create_export(request: web.Request) -> web.Response:
     srv, who = srv_of(request), principal_of(request)
     job = await _exports(srv).create(cameras=cameras, start_ms=start, end_ms=end, case_id=case_id, reason=reason,
                                      actor=who.actor)
-    return _json(job.to_json(), status=201, headers={"Location": f"/api/v1/exports/{job.id}"})
+    return json_reply(job.to_json(), status=201, headers={"Location": f"/api/v1/exports/{job.id}"})
 
 
 async def _visible_export(request: web.Request):
@@ -233,7 +228,7 @@ async def _visible_export(request: web.Request):
 
 async def get_export(request: web.Request) -> web.Response:
     params.query(request, ())
-    return _json((await _visible_export(request)).to_json())
+    return json_reply((await _visible_export(request)).to_json())
 
 
 async def export_bundle(request: web.Request) -> web.StreamResponse:

@@ -21,13 +21,12 @@ creates one without the periodic job, so the routes still answer.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 
 from nvr import params
-from nvr.api import Route, principal_of, srv_of, visible_camera
+from nvr.api import Route, json_reply, principal_of, srv_of, visible_camera
 from nvr.config import CAMERA_ID_RE
 from nvr.openapi import QUERY, SCHEMAS, TIME
 from nvr.problem import Problem, not_found
@@ -38,11 +37,6 @@ from retention.service import RetentionService
 from retention.store import HoldAlreadyReleased, HoldNotFound
 from retention.sweep import preview_json
 from storage.times import ms_to_rfc3339, now_ms
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, sort_keys=True))
-
 
 # ---------------------------------------------------------------------- the service
 
@@ -94,7 +88,7 @@ async def _rules_view(request: web.Request, svc: RetentionService) -> dict[str, 
 async def get_retention(request: web.Request) -> web.Response:
     params.query(request, ())
     svc = service_of(request)
-    return _json(await _rules_view(request, svc))
+    return json_reply(await _rules_view(request, svc))
 
 
 async def put_retention(request: web.Request) -> web.Response:
@@ -108,7 +102,7 @@ async def put_retention(request: web.Request) -> web.Response:
         raise _rule_problem(e) from None
     await _check_cameras(request, rules.cameras)
     await svc.set_rules(rules, principal_of(request).actor)
-    return _json(await _rules_view(request, svc))
+    return json_reply(await _rules_view(request, svc))
 
 
 async def put_camera_retention(request: web.Request) -> web.Response:
@@ -120,7 +114,7 @@ async def put_camera_retention(request: web.Request) -> web.Response:
         st = await svc.set_camera_rule(cid, body, principal_of(request).actor)
     except RetentionRuleError as e:
         raise _rule_problem(e) from None
-    return _json({"camera": cid, "rule": rules_to_dict(st.rules)["cameras"][cid],
+    return json_reply({"camera": cid, "rule": rules_to_dict(st.rules)["cameras"][cid],
                   "effective": _rule_json(st.rules.for_camera(cid)), "version": st.version})
 
 
@@ -155,7 +149,7 @@ async def preview_retention(request: web.Request) -> web.Response:
     pv = await svc.preview(rules)
     out = preview_json(pv, principal_of(request).sees)
     out["rules"] = rules_to_dict(pv.rules)
-    return _json(out)
+    return json_reply(out)
 
 
 async def run_retention(request: web.Request) -> web.Response:
@@ -164,7 +158,7 @@ async def run_retention(request: web.Request) -> web.Response:
     svc, who = service_of(request), principal_of(request)
     await srv_of(request).audit.record("retention.run", "retention", {"trigger": "api"}, actor=who.actor)
     report = await svc.run_now("api")
-    return _json(report.as_dict())
+    return json_reply(report.as_dict())
 
 
 # ---------------------------------------------------------------------- holds
@@ -194,7 +188,7 @@ async def place_hold(request: web.Request) -> web.Response:
     change = await svc.holds.place(req, who.actor)
     out = _hold_view(change.hold, who, now)
     out["legal_holds"] = change.legal_holds.as_dict() | {"enabled": svc.holds.legal_holds_enabled}
-    return _json(out, status=201)
+    return json_reply(out, status=201)
 
 
 _HOLD_STATES = ("active", "expired", "released", "all")
@@ -208,7 +202,7 @@ async def list_holds(request: web.Request) -> web.Response:
     svc, who = service_of(request), principal_of(request)
     now = now_ms()
     holds = [h for h in await svc.holds.holds() if _sees_hold(who, h) and state in ("all", h.state(now))]
-    return _json({"holds": [_hold_view(h, who, now) for h in holds]})
+    return json_reply({"holds": [_hold_view(h, who, now) for h in holds]})
 
 
 async def release_hold(request: web.Request) -> web.Response:

@@ -40,7 +40,7 @@ from .auth import create_token
 from .backend import Backend, open_backend
 from .cameras import CameraRegistry
 from .config import DEMO_CAMERAS, CameraConfig, Config
-from .exports import ExportService
+from .exports import ExportService, fresh_private_dir
 from .ffmpeg import find_ffmpeg
 from .metrics import HttpMetrics
 from .pulse import Pulse
@@ -173,7 +173,7 @@ class NvrServer:
         )
         await self._own_task(self.spoolwatch.run(), "spool-watch")
 
-        await asyncio.to_thread(_fresh_private_dir, self.clip_tmp)
+        await asyncio.to_thread(fresh_private_dir, self.clip_tmp)
         if self.demo:
             token = await asyncio.to_thread(_demo_token, backend.index)
             print(f"demo admin token (shown once): {token}", flush=True)
@@ -250,12 +250,6 @@ class NvrServer:
         }
 
 
-def _fresh_private_dir(path) -> None:
-    """An empty directory of mode 0700 (decrypted footage passes through it)."""
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700, parents=True)
 
 
 def _demo_token(index) -> str:

@@ -127,7 +127,8 @@ def _ensure(index: Index) -> None:
         db.execute(EXPORT_SCHEMA)
 
 
-def _fresh_private_dir(path: Path) -> None:
+def fresh_private_dir(path: Path) -> None:
+    """An empty directory of mode 0700 (decrypted footage passes through it)."""
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(mode=0o700, parents=True)
 
@@ -247,7 +248,7 @@ class ExportService:
         try:
             async with self._slots:
                 await self._update(export_id, state="running", started_ms=now_ms())
-                await asyncio.to_thread(_fresh_private_dir, staging)
+                await asyncio.to_thread(fresh_private_dir, staging)
                 result = await self._build(job, staging)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
