@@ -74,7 +74,7 @@ async def sweep_side(index_path, s3, bucket: str) -> dict[str, Any]:
     try:
         rstore = RetentionStore(index)
         gate = asyncio.Lock()
-        holds = HoldManager(index=index, store=store, rstore=rstore, audit=_noop_audit, gate=gate)
+        holds = HoldManager(store=store, rstore=rstore, audit=_noop_audit, gate=gate)
         sweeper = Sweeper(index=index, store=store, rstore=rstore, holds=holds, audit=_noop_audit,
                           node_id="bench", gate=gate, chain_locks=ChainLocks())
         rules = RuleSet(default=Rule(max_age=60.0, min_age=60.0))

@@ -114,29 +114,3 @@ def _print_preview(out: dict) -> None:
     print(f"would delete {out['delete_count']} segment(s), {format_size(out['delete_bytes'])} "
           f"(kept only by holds: {format_size(out['held_bytes'])}); usage {format_size(out['usage_before'])} -> "
           f"{format_size(out['usage_after'])}{'; quota NOT met' if out['quota_unmet'] else ''}", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nvr.cli_retention retention run|preview ...``: the same commands before ``nvr`` wires them."""
-    from .cli import EXIT_CONFIG, _config, setup_logging
-
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, default=None)
-    common.add_argument("--data-dir", type=Path, default=None)
-    common.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    p = argparse.ArgumentParser(prog="nvr")
-    add_parsers(p.add_subparsers(dest="command", required=True), common)
-    args = p.parse_args(argv)
-    setup_logging(args.log_level)
-    try:
-        return run(_config(args), args)
-    except ConfigError as e:
-        print(f"nvr: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exception as e:  # the same last resort as nvr.cli.main
-        print(f"nvr: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAIL
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,7 +46,7 @@ from nvr.config import CAMERA_ID_RE
 from nvr.errors import NvrError
 from nvr.params import MAX_MS, MIN_MS
 from storage.errors import StorageError
-from storage.index import Index, SegmentRow
+from storage.index import SegmentRow
 from storage.objectstore import GONE_CODES, ObjectStore
 from storage.times import ms_to_rfc3339, now_ms, parse_rfc3339
 
@@ -178,14 +178,12 @@ class HoldManager:
     sweep's batch of deletes never interleave.
     """
 
-    def __init__(self, *, index: Index, store: ObjectStore, rstore: RetentionStore, audit: AuditFn,
-                 gate: asyncio.Lock, concurrency: int | None = None):
-        self.index = index
+    def __init__(self, *, store: ObjectStore, rstore: RetentionStore, audit: AuditFn, gate: asyncio.Lock):
         self.store = store
         self.rstore = rstore
         self.audit = audit
         self.gate = gate
-        self._sem = asyncio.Semaphore(concurrency or max(1, store.max_connections))
+        self._sem = asyncio.Semaphore(max(1, store.max_connections))
 
     @property
     def legal_holds_enabled(self) -> bool:

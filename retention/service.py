@@ -172,7 +172,7 @@ class RetentionService:
         if exclusive and self.lock_file is not None:
             self._take_lock()
         self.rstore = await asyncio.to_thread(RetentionStore, self.index)
-        self.holds = HoldManager(index=self.index, store=self.store, rstore=self.rstore, audit=self._audit,
+        self.holds = HoldManager(store=self.store, rstore=self.rstore, audit=self._audit,
                                  gate=self.gate)
         self.sweeper = Sweeper(index=self.index, store=self.store, rstore=self.rstore, holds=self.holds,
                                audit=self._audit, node_id=self._node_id, gate=self.gate,

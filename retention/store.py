@@ -222,10 +222,6 @@ class RetentionStore:
         with self.index.transaction() as db:
             return _current_rules(db)
 
-    def rules_history(self, limit: int = 50) -> list[tuple[int, dict[str, Any], str, int, str]]:
-        rows = self.index.query("SELECT version, rules, source, changed_ms, actor FROM retention_rules "
-                                "ORDER BY version DESC LIMIT ?", (limit,))
-        return [(v, json.loads(r), s, c, a) for v, r, s, c, a in rows]
 
     @staticmethod
     def _insert_rules(db: sqlite3.Connection, rules: RuleSet, *, source: str, actor: str, now_ms: int,
@@ -248,13 +244,11 @@ class RetentionStore:
                                          config_hash=digest)
         return old, StoredRules(rules, version, "config", now_ms, "config file", digest)
 
-    def put_rules(self, rules: RuleSet, *, actor: str, now_ms: int, source: str = "api",
-                  expect_version: int | None = None) -> tuple[StoredRules | None, StoredRules]:
-        """Store ``rules`` as a new version; (old, new). ``expect_version`` guards read-modify-write."""
+    def put_rules(self, rules: RuleSet, *, actor: str, now_ms: int, source: str = "api"
+                  ) -> tuple[StoredRules | None, StoredRules]:
+        """Store ``rules`` as a new version; (old, new)."""
         with self.index.transaction() as db:
             old = _current_rules(db)
-            if expect_version is not None and (old.version if old else 0) != expect_version:
-                raise RuntimeError("retention rules changed concurrently")
             chash = old.config_hash if old else None
             version = self._insert_rules(db, rules, source=source, actor=actor, now_ms=now_ms, config_hash=chash)
         return old, StoredRules(rules, version, source, now_ms, actor, chash)
@@ -394,14 +388,9 @@ class RetentionStore:
                 db.execute("UPDATE retention_pending SET attempts = attempts + 1, error = ? WHERE segment_id = ?",
                            (err[:500], sid))
 
-    def finish_deleted(self, segment_id: str) -> None:
-        """Phase 4, one transaction: pending_delete → deleted, pending row gone."""
-        with self.index.transaction() as db:
-            self.finish_deleted_in(db, segment_id)
-
     @staticmethod
     def finish_deleted_in(db: sqlite3.Connection, segment_id: str) -> None:
-        """:meth:`finish_deleted` inside the caller's ``Index.transaction()``, e.g. with the segment's tombstone."""
+        """Phase 4: pending_delete → deleted, pending row gone; inside the caller's ``Index.transaction()``."""
         db.execute("UPDATE segments SET state = 'deleted' WHERE id = ? AND state = 'pending_delete'", (segment_id,))
         db.execute("DELETE FROM retention_pending WHERE segment_id = ?", (segment_id,))
 
@@ -433,9 +422,6 @@ class RetentionStore:
             db.execute("UPDATE retention_runs SET finished_ms = ?, report = ? WHERE id = ?",
                        (now_ms, json.dumps(report, sort_keys=True), run_id))
 
-    def last_run(self) -> dict[str, Any] | None:
-        rows = self.index.query("SELECT report FROM retention_runs WHERE report IS NOT NULL ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0][0]) if rows else None
 
 
 def _current_rules(db) -> StoredRules | None:

@@ -506,8 +506,8 @@ def test_rule_floor_and_emergency_quota_are_pure_and_strict():
 
 
 def cli(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nvr.cli_retention", "retention", *args, "--config",
-                           str(tmp / "nvr.toml")], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "nvr.cli", "retention", *args, "--config",
+                           str(tmp / "nvr.toml"), "--log-level", "warning"], capture_output=True, text=True, timeout=120)
 
 
 async def test_cli_preview_and_run(env, s3):
