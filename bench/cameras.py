@@ -60,12 +60,9 @@ FAIL_EVENTS = ("recording.gap", "recording.loss", "ingest.error", "spool.alarm")
 
 
 def spool_files(nvr: NvrProc) -> int:
-    n = 0
-    with contextlib.suppress(OSError):
-        for cam in os.scandir(nvr.spool_dir):
-            with contextlib.suppress(OSError):
-                n += sum(1 for e in os.scandir(cam.path) if e.name.endswith(".mp4"))
-    return n
+    from storage.spool import Spool
+
+    return Spool(nvr.spool_dir).usage()[1]
 
 
 def step(n: int, window: float, work, s3) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -359,10 +359,6 @@ class NvrProc:
     s3: S3
     bucket: str
     cameras: list[dict[str, Any]]
-    recording: dict[str, Any] = field(default_factory=dict)
-    storage: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
-    module: str = "nvr.cli"  # what `python -m` runs
     proc: subprocess.Popen | None = None
     port: int | None = None
     token: str = ""
@@ -388,9 +384,9 @@ class NvrProc:
 
         ep = self.s3.endpoint
         storage = {"endpoint": ep.endpoint, "access_key": ep.access_key, "secret_key": ep.secret_key,
-                   "bucket": self.bucket, **self.storage}
+                   "bucket": self.bucket}
         data = {"server": {"listen": "127.0.0.1:0", "data_dir": str(self.data_dir)}, "storage": storage,
-                "recording": dict(self.recording), "cameras": self.cameras}
+                "recording": {}, "cameras": self.cameras}
         path = self.workdir / "nvr.toml"
         self.workdir.mkdir(parents=True, exist_ok=True)
         path.write_text(tomlw.dumps(data))
@@ -412,9 +408,8 @@ class NvrProc:
         self.token = self.make_token()
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "serve", "--config", str(cfg), "--log-level", "info"],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, **self.env} if self.env else None)
+            [sys.executable, "-m", "nvr.cli", "serve", "--config", str(cfg), "--log-level", "info"],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -440,12 +435,8 @@ class NvrProc:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def request(self, path: str, timeout: float = 600) -> urllib.request.Request:
+    def request(self, path: str) -> urllib.request.Request:
         return urllib.request.Request(self.url(path), headers={"Authorization": f"Bearer {self.token}"})
-
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.request(path), timeout=60) as r:
-            return json.loads(r.read())
 
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (ffmpeg finishes its segment, the spool drains), then SIGKILL after ``timeout``."""

@@ -60,7 +60,7 @@ def _iso(ms: int) -> str:
 def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
     """Create ``path`` with the product schema and ``rows`` synthetic segments (+ ledger records)."""
     from storage.index import Index
-    from storage.ledger import canonical_json, segment_record
+    from storage.ledger import GENESIS, ChainHead, canonical_json, segment_record
 
     Index(path).close()  # the schema, exactly as the server creates it
     cams = cameras or cameras_for(rows)
@@ -91,7 +91,7 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
         batch_seg.clear()
         batch_led.clear()
 
-    prev = {c: "0" * 64 for c in range(cams)}
+    prev = {c: GENESIS for c in range(cams)}
     for slot in range(slots):
         start = T0 + slot * SEG_MS
         s_iso, e_iso = _iso(start), _iso(start + SEG_MS)
@@ -105,17 +105,18 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
             sha, osha, rhash = h[:64], h[64:128], h[128:]
             okey = f"{cam}/{s_iso[:4]}/{s_iso[5:7]}/{s_iso[8:10]}/{s_iso[11:13]}/{stamp}_r1764547200000-{slot:06d}.seg"
             size = 5_100_000 + (slot * 7919 + c) % 200_000
-            rec = segment_record(
-                head=_Head(cam, slot - 1, prev[c]), start=s_iso, end=e_iso, partial=False, size=size,
-                sha256=sha, object_key=okey, object_size=size + 110, object_sha256=osha, key_id=key_id,
-                node="node-1")
-            # The canonical JSON by template (fast); checked against canonical_json on the first rows.
+            # The canonical JSON by template (fast); checked against the product's record on the first rows.
             text = (f'{{"camera":"{cam}","end":"{e_iso}","key_id":"{key_id}","node":"node-1",'
                     f'"object_key":"{okey}","object_sha256":"{osha}","object_size":{size + 110},'
                     f'"partial":false,"prev":"{prev[c]}","seq":{slot},"sha256":"{sha}","size":{size},'
                     f'"start":"{s_iso}","type":"segment","v":1}}')
-            if n < 3 and text != canonical_json(rec).decode():
-                raise RuntimeError("ledger record shape changed: update the template in bench/index_scale.py")
+            if n < 3:
+                rec = segment_record(
+                    head=ChainHead(cam, slot - 1, prev[c]), start=s_iso, end=e_iso, partial=False, size=size,
+                    sha256=sha, object_key=okey, object_size=size + 110, object_sha256=osha, key_id=key_id,
+                    node="node-1")
+                if text != canonical_json(rec).decode():
+                    raise RuntimeError("ledger record shape changed: update the template in bench/index_scale.py")
             sample = sample or text
             batch_led.append((cam, slot, "segment", text, rhash, prev[c]))
             batch_seg.append((f"{cam}:{slot}", cam, slot, start, start + SEG_MS, 0, size, sha, okey, size + 110,
@@ -135,18 +136,8 @@ def build(path: Path, rows: int, cameras: int | None = None) -> dict[str, Any]:
             "bytes": size, "bytes_per_million_rows": size / (n / 1e6), "ledger_record_bytes": len(sample or "")}
 
 
-class _Head:
-    """A ChainHead-shaped value for segment_record (seq is the previous one)."""
-
-    def __init__(self, camera: str, seq: int, h: str):
-        self.camera, self.seq, self.hash = camera, seq, h
-
-    def next_seq(self) -> int:
-        return self.seq + 1
-
-
-# What the product's query would be with a lower bound on start_ms (a segment lasts at most
-# recording.segment_seconds <= 600 s; 1 h is generous): the what-if of the recommended fix.
+# A fixed lower bound on start_ms (a segment lasts at most recording.segment_seconds <= 600 s; 1 h is
+# generous), beside the product's bound by the longest segment actually stored.
 MAX_SEGMENT_MS = 3_600_000
 
 

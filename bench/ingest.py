@@ -31,8 +31,6 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.common import (
     SEGMENT_SECONDS,
     Mode,
@@ -50,11 +48,6 @@ from bench.common import (
 )
 
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z: synthetic segments start here
-
-
-def _cpu() -> float:
-    t = psutil.Process().cpu_times()
-    return t.user + t.system
 
 
 def python_crypto_speed(data: bytes, seconds: float = 1.5) -> dict[str, float]:
@@ -117,10 +110,10 @@ def raw_puts(store, data: bytes, cameras: int, per_camera: int, prefix: str) -> 
             store.client.put_object(store.bucket, f"{prefix}/c{c:03d}/{n:06d}.seg", BytesIO(data), len(data),
                                     content_type="application/octet-stream")
 
-    cpu0, t0 = _cpu(), time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     with ThreadPoolExecutor(cameras) as pool:
         list(pool.map(lane, range(cameras)))
-    return time.perf_counter() - t0, _cpu() - cpu0
+    return time.perf_counter() - t0, time.process_time() - cpu0
 
 
 async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int, run_ms: int) -> tuple[float, float]:
@@ -131,11 +124,11 @@ async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int
         for n in range(per_camera):
             lay_segment(parts.spool, source, f"cam{c:03d}", n, run_ms=run_ms)
     svc = IngestService(parts.ingestor, retry_max=5.0)
-    cpu0, t0 = _cpu(), time.perf_counter()
+    cpu0, t0 = time.process_time(), time.perf_counter()
     await svc.start()
     if not await svc.drain(600):
         raise RuntimeError("ingest did not drain within 600 s")
-    dt, cpu = time.perf_counter() - t0, _cpu() - cpu0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     await svc.stop()
     left = sum(parts.spool.backlog(f"cam{c:03d}") for c in range(cameras))
     if left:

@@ -102,10 +102,8 @@ class FfmpegSet:
     name: str
     procs: list[subprocess.Popen] = field(default_factory=list)
     closed: dict[tuple[int, str], tuple[float, float]] = field(default_factory=dict)  # (cam, file) -> (wall, mono)
-    dirs: list[Path] = field(default_factory=list)
 
-    def start(self, argvs: list[list[str]], dirs: list[Path]) -> None:
-        self.dirs = dirs
+    def start(self, argvs: list[list[str]]) -> None:
         for i, argv in enumerate(argvs):
             p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             self.procs.append(p)
@@ -248,15 +246,15 @@ def side_by_side(mode: Mode, *, peer: bool) -> dict[str, Any]:
         rclone = Rclone(s3, peer_bucket, work / "bare", interval, work) if peer else None
         try:
             nvr.start()
-            bare.start([bare_argv(mount_url(sim, i), bare_dirs[i]) for i in range(n)], bare_dirs)
-            again.start([bare_argv(mount_url(sim, i), again_dirs[i]) for i in range(n)], again_dirs)
-            fmp4.start([nvr_argv(mount_url(sim, i), fmp4_dirs[i]) for i in range(n)], fmp4_dirs)
+            bare.start([bare_argv(mount_url(sim, i), bare_dirs[i]) for i in range(n)])
+            again.start([bare_argv(mount_url(sim, i), again_dirs[i]) for i in range(n)])
+            fmp4.start([nvr_argv(mount_url(sim, i), fmp4_dirs[i]) for i in range(n)])
             with BucketPoller(s3, [nvr_bucket, peer_bucket]) as poller:
                 # Steady state: every camera of every pipeline has closed (and nvr stored) a segment.
                 wait_for(lambda: len(indexed_counts(nvr.index_path)) == n
                          and min(bare.counts()) >= 1 and min(again.counts()) >= 1 and min(fmp4.counts()) >= 1,
                          timeout=90, what="the first segment of every camera", proc=nvr.proc)
-                decoy.start([bare_argv(mount_url(sim, i), decoy_dirs[i]) for i in range(n)], decoy_dirs)
+                decoy.start([bare_argv(mount_url(sim, i), decoy_dirs[i]) for i in range(n)])
                 wait_for(lambda: min(decoy.counts()) >= 1, timeout=60, what="the decoys' first segments")
                 if rclone:
                     rclone.start()

@@ -29,7 +29,7 @@ def one_run(cameras: int, pipelines: int, seconds: float, decoy: bool) -> list[f
             dirs = [work / f"p{k}" / f"cam{i:03d}" for i in range(cameras)]
             for d in dirs:
                 d.mkdir(parents=True)
-            fs.start([bare_argv(mount_url(sim, i), dirs[i]) for i in range(cameras)], dirs)
+            fs.start([bare_argv(mount_url(sim, i), dirs[i]) for i in range(cameras)])
             sets.append(fs)
             wait_for(lambda fs=fs: min(fs.counts()) >= 1, timeout=60, what=f"pipeline {k}'s first segments")
         try:
