@@ -395,7 +395,7 @@ class ExportService:
             if not f.closed:
                 await asyncio.to_thread(f.close)
             await asyncio.to_thread(shutil.rmtree, tmp, True)
-        from storage.export import sha256_file
+        from storage.envelope import sha256_file
 
         digest, size = await asyncio.to_thread(sha256_file, path)
         return {"camera": camera, "file": rel, "size": size, "sha256": digest,

@@ -58,7 +58,7 @@ from .chainlock import ChainLocks
 from .errors import IntegrityError, StorageError, TransientStorageError
 from .index import Index
 from .ingest import EventSink, no_event
-from .keyring import KEY_ID_RE, Keyring, SigningKey
+from .keyring import KEY_ID_RE, Keyring, SigningKey, public_pem
 from .ledger import CAMERA_ID, ChainBreak, ChainHead, canonical_json, record_hash, verify_chain
 from .objectstore import GONE_CODES, ObjectStore
 from .times import ms_to_rfc3339, now_ms, parse_rfc3339
@@ -105,10 +105,6 @@ def journal_key(camera: str, seq: int) -> str:
 
 def key_object_key(key_id: str) -> str:
     return f"{KEYS_PREFIX}{key_id}.pem"
-
-
-def public_pem(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def fingerprint(key: Ed25519PublicKey) -> str:
@@ -160,7 +156,7 @@ class Checkpoint:
 
     def document(self) -> bytes:
         """The object stored in the bucket."""
-        return canonical_json({"alg": ALGORITHM, "body": self.body, "signature": self.signature}) + b"\n"
+        return canonical_json(self.to_json()) + b"\n"
 
     def to_json(self) -> dict[str, Any]:
         return {"alg": ALGORITHM, "body": self.body, "signature": self.signature}
@@ -255,7 +251,6 @@ _CP_COLUMNS = "camera, seq, head, time_ms, key_id, body, signature"
 def record_checkpoint(index: Index, cp: Checkpoint) -> None:
     """Remember a checkpoint that is in the bucket (a repeat is a no-op)."""
     with index.transaction() as db:
-        db.execute(CHECKPOINT_SCHEMA)
         db.execute(
             f"INSERT INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (cp.camera, cp.seq, cp.head, cp.time_ms, cp.key_id, canonical_json(cp.body).decode("utf-8"),

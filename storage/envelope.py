@@ -26,6 +26,7 @@ import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -163,13 +164,19 @@ def seal_file(path: Path, context: SegmentContext, key_id: str, kek: bytes, buf:
     )
 
 
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        for block in iter(lambda: f.read(SEAL_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_stream(f: BinaryIO) -> tuple[str, int]:
+    """(SHA-256 hex, bytes) of what is left to read in ``f``, read in chunks."""
+    h, size = hashlib.sha256(), 0
+    while block := f.read(SEAL_CHUNK):
+        h.update(block)
+        size += len(block)
+    return h.hexdigest(), size
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """(SHA-256 hex, bytes) of a file."""
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 def decrypt(blob: bytes, context: SegmentContext, kek_for) -> bytes:

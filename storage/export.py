@@ -66,6 +66,7 @@ from .checkpoint import (
     load_public_pem,
     public_pem,
 )
+from .envelope import sha256_file, sha256_stream
 from .keyring import SigningKey
 from .ledger import GENESIS, record_hash
 from .times import ms_to_datetime
@@ -77,7 +78,6 @@ SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.sig"
 PUBLIC = "public.pem"
 VERIFY_TXT = "VERIFY.txt"
-CHUNK = 1 << 20
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  ([^\n]+)$")
 
 
@@ -88,15 +88,6 @@ def segment_file(camera: str, seq: int, start_ms: int) -> str:
 
 def clip_file(camera: str) -> str:
     return f"clips/{camera}.mp4"
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -300,12 +291,8 @@ class _Source:
             return f.read()
 
     def sha256(self, name: str) -> tuple[str, int]:
-        h, size = hashlib.sha256(), 0
         with self.open(name) as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                size += len(chunk)
-        return h.hexdigest(), size
+            return sha256_stream(f)
 
     def close(self) -> None:
         if self._zip is not None:

@@ -126,7 +126,7 @@ class Ingestor:
         if stored is None:
             return None
         rec = stored.record or {}
-        sha = sha256_file(self.spool.path(seg))
+        sha = sha256_file(self.spool.path(seg))[0]
         if rec.get("sha256") != sha or rec.get("seq") != head.next_seq() or rec.get("prev") != head.hash:
             raise ChainConflict(
                 f"{key} already exists in the bucket with a record that does not continue "

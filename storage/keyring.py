@@ -67,7 +67,12 @@ class SigningKey:
         return self.private.public_key()
 
     def public_pem(self) -> bytes:
-        return self.public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return public_pem(self.public)
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    """The SubjectPublicKeyInfo PEM of a public key (what ``openssl pkey -pubin`` reads)."""
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 class Keyring:

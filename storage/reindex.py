@@ -36,11 +36,11 @@ from typing import Any
 
 from .checkpoint import (
     CHECKPOINT_KEY_RE,
-    CHECKPOINT_SCHEMA,
     JOURNAL_KEY_RE,
     LEDGER_PREFIX,
     Checkpoint,
     CheckpointError,
+    ensure_tables,
     get_bytes,
     parse_checkpoint,
     trusted_keys,
@@ -136,8 +136,7 @@ def _existing(index: Index) -> tuple[dict[tuple[str, int], str], dict[str, dict[
     for r in index.query(f"SELECT id, {', '.join(_ROW_FIELDS)} FROM segments"):
         rows[r[0]] = dict(zip(_ROW_FIELDS, r[1:], strict=True))
         rows[r[0]]["partial"] = bool(rows[r[0]]["partial"])
-    with index.transaction() as db:
-        db.execute(CHECKPOINT_SCHEMA)
+    ensure_tables(index)
     cps = {(c, s) for c, s in index.query("SELECT camera, seq FROM checkpoints")}
     return ledger, rows, cps
 
@@ -306,7 +305,6 @@ async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: 
 
     def write() -> None:
         with index.transaction() as db:
-            db.execute(CHECKPOINT_SCHEMA)
             db.execute("DELETE FROM ledger")
             db.execute("DELETE FROM segments")
             db.execute("DELETE FROM checkpoints")
