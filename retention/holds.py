@@ -50,6 +50,7 @@ from storage.index import SegmentRow
 from storage.objectstore import GONE_CODES, ObjectStore
 from storage.times import ms_to_rfc3339, now_ms, parse_rfc3339
 
+from .policy import held_by
 from .store import CoveredSegment, HoldRecord, RetentionStore
 
 log = logging.getLogger("nvr.retention.holds")
@@ -314,15 +315,10 @@ class HoldManager:
 
 
 def covered_by(holds: Iterable[HoldRecord], camera: str, start_ms: int, end_ms: int, now: int) -> HoldRecord | None:
-    """The active hold (smallest id) covering this footage, or None."""
-    best = None
-    for h in holds:
-        if not h.active(now) or (h.cameras is not None and camera not in h.cameras):
-            continue
-        if start_ms < (h.end_ms if h.end_ms is not None else 2**62) and end_ms > h.start_ms:
-            if best is None or h.id < best.id:
-                best = h
-    return best
+    """The active hold (smallest id) covering this footage, or None: the retention policy's own rule."""
+    by_id = {h.id: h for h in holds}
+    hit = held_by([h.policy() for h in by_id.values()], camera, start_ms, end_ms, now)
+    return None if hit is None else by_id[hit.id]
 
 
 __all__ = [

@@ -439,16 +439,21 @@ class Hold:
     def covers(self, camera: str) -> bool:
         return self.cameras is None or camera in self.cameras
 
-    def overlaps(self, seg: SegmentInfo) -> bool:
-        """Strict overlap: a segment that only touches the hold's start or end is not held."""
-        return seg.start_ms < (math.inf if self.end_ms is None else self.end_ms) and seg.end_ms > self.start_ms
+    def overlaps(self, start_ms: int, end_ms: int) -> bool:
+        """Strict overlap: footage that only touches the hold's start or end is not held."""
+        return start_ms < (math.inf if self.end_ms is None else self.end_ms) and end_ms > self.start_ms
 
 
 def is_held(seg: SegmentInfo, holds: Iterable[Hold], now_ms: int) -> Hold | None:
     """The active hold that protects ``seg`` (the one with the smallest id, so the answer is stable), or None."""
+    return held_by(holds, seg.camera, seg.start_ms, seg.end_ms, now_ms)
+
+
+def held_by(holds: Iterable[Hold], camera: str, start_ms: int, end_ms: int, now_ms: int) -> Hold | None:
+    """:func:`is_held` for a camera's span of footage [start_ms, end_ms)."""
     best: Hold | None = None
     for h in holds:
-        if h.active(now_ms) and h.covers(seg.camera) and h.overlaps(seg) and (best is None or h.id < best.id):
+        if h.active(now_ms) and h.covers(camera) and h.overlaps(start_ms, end_ms) and (best is None or h.id < best.id):
             best = h
     return best
 
