@@ -31,8 +31,14 @@ from nvr.config import CAMERA_ID_RE
 from nvr.openapi import QUERY, SCHEMAS, TIME
 from nvr.problem import Problem, not_found
 from retention.holds import HoldInputError, hold_json, parse_hold_request, parse_release_reason
-from retention.policy import ResolvedRule, RetentionRuleError, Rule, RuleSet, rules_to_dict
-from retention.rules import fmt_duration
+from retention.policy import (
+    ResolvedRule,
+    RetentionRuleError,
+    Rule,
+    RuleSet,
+    format_duration,
+    rules_to_dict,
+)
 from retention.service import RetentionService
 from retention.store import HoldAlreadyReleased, HoldNotFound
 from retention.sweep import preview_json
@@ -76,7 +82,7 @@ async def _rules_view(request: web.Request, svc: RetentionService) -> dict[str, 
     cams = {c.id for c in srv.cameras.all()} | set(st.rules.cameras)
     return {
         "rules": data, "version": st.version, "source": st.source, "changed": ms_to_rfc3339(st.changed_ms),
-        "changed_by": st.actor, "min_age_floor": fmt_duration(svc.settings.min_age_floor),
+        "changed_by": st.actor, "min_age_floor": format_duration(svc.settings.min_age_floor),
         "effective": {c: _rule_json(st.rules.for_camera(c)) for c in sorted(cams) if who.sees(c)},
         "sweep": svc.status(),
     }

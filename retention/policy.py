@@ -337,7 +337,8 @@ _SIZE_UNITS = (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), (
                ("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3))
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """Seconds in the explicit-unit form the rules use (``"1h"``, ``"90s"``); parse_duration reads it back."""
     for unit, n in _DURATION_UNITS:
         q = seconds / n
         if q == int(q) and int(q) * n == seconds:
@@ -358,11 +359,11 @@ def _format_size(n: int) -> str:
 def _rule_to_dict(rule: Rule) -> dict[str, str]:
     out: dict[str, str] = {}
     if rule.max_age is not None:
-        out["max_age"] = _format_duration(rule.max_age)
+        out["max_age"] = format_duration(rule.max_age)
     if rule.max_bytes is not None:
         out["max_bytes"] = _format_size(rule.max_bytes)
     if rule.min_age is not None:
-        out["min_age"] = _format_duration(rule.min_age)
+        out["min_age"] = format_duration(rule.min_age)
     return out
 
 

@@ -21,17 +21,11 @@ from typing import Any
 
 from .policy import (
     RetentionRuleError,
-    Rule,
     RuleSet,
+    format_duration,
     rules_from_dict,
-    rules_to_dict,
     validate_rules,
 )
-
-
-def fmt_duration(seconds: float) -> str:
-    """Seconds in the explicit-unit form the rules use (``"1h"``, ``"90s"``)."""
-    return rules_to_dict(RuleSet(default=Rule(min_age=seconds)))["default"]["min_age"]
 
 
 def with_floor(rules: RuleSet, floor: float) -> RuleSet:
@@ -44,7 +38,7 @@ def with_floor(rules: RuleSet, floor: float) -> RuleSet:
         if rule.min_age is not None and rule.min_age < floor:
             raise RetentionRuleError(
                 f"{scope}.min_age",
-                f"{fmt_duration(rule.min_age)} is below retention.min_age ({fmt_duration(floor)}) of the config: "
+                f"{format_duration(rule.min_age)} is below retention.min_age ({format_duration(floor)}) of the config: "
                 "footage younger than that is never deleted (and stays object-locked where enabled)")
     return rules
 
@@ -53,6 +47,6 @@ def parse_rules(data: Mapping[str, Any], floor: float) -> RuleSet:
     """A rule set from its JSON/TOML form, the default ``min_age`` being ``floor`` unless given."""
     if isinstance(data, Mapping) and isinstance(data.get("default", {}), Mapping):
         default = dict(data.get("default", {}))
-        default.setdefault("min_age", fmt_duration(floor))
+        default.setdefault("min_age", format_duration(floor))
         data = {**data, "default": default}
     return with_floor(rules_from_dict(data), floor)
