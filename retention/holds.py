@@ -44,11 +44,10 @@ from typing import Any
 
 from nvr.config import CAMERA_ID_RE
 from nvr.errors import NvrError
-from nvr.params import MAX_MS, MIN_MS
 from storage.errors import StorageError
 from storage.index import SegmentRow
 from storage.objectstore import GONE_CODES, ObjectStore
-from storage.times import ms_to_rfc3339, now_ms, parse_rfc3339
+from storage.times import ms_to_rfc3339, now_ms, parse_time_ms
 
 from .policy import held_by
 from .store import CoveredSegment, HoldRecord, RetentionStore
@@ -100,12 +99,9 @@ def _time(data: Mapping[str, Any], name: str) -> int | None:
     if not isinstance(v, str):
         raise HoldInputError(name, f"must be an RFC 3339 time such as 2026-11-29T13:00:00Z, got {v!r}")
     try:
-        ms = parse_rfc3339(v)
-    except (ValueError, OverflowError, OSError) as e:
+        return parse_time_ms(v)
+    except ValueError as e:
         raise HoldInputError(name, str(e)) from None
-    if not MIN_MS <= ms <= MAX_MS:
-        raise HoldInputError(name, f"{v!r} is outside 1970-01-01 .. 9999-12-31")
-    return ms
 
 
 def parse_hold_request(data: Mapping[str, Any], now: int) -> HoldRequest:

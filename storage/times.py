@@ -32,3 +32,18 @@ def parse_rfc3339(text: str) -> int:
     if dt.tzinfo is None:
         raise ValueError(f"{text!r} has no UTC offset; add 'Z' or an offset such as +01:00")
     return int(dt.timestamp() * 1000)
+
+
+MIN_MS = 0
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
+
+
+def parse_time_ms(value: str) -> int:
+    """Milliseconds from an RFC 3339 time with offset; ValueError for a naive, malformed or out-of-range one."""
+    try:
+        ms = parse_rfc3339(value)
+    except (ValueError, OverflowError, OSError) as e:
+        raise ValueError(str(e)) from None
+    if not MIN_MS <= ms <= MAX_MS:
+        raise ValueError(f"{value!r} is outside 1970-01-01 .. 9999-12-31")
+    return ms
