@@ -29,7 +29,7 @@ from . import params
 from .auth import Principal, authenticate, require
 from .clip import ClipError, plan_clip, stream_clip
 from .metrics import render_metrics
-from .problem import Problem, not_found, problem_middleware
+from .problem import Problem, not_found, problem_middleware, storage_unavailable
 
 if TYPE_CHECKING:
     from .app import NvrServer
@@ -124,7 +124,7 @@ async def read_segment_or_problem(srv: NvrServer, row: SegmentRow) -> bytes:
         raise Problem(502, f"segment {row.id} failed verification ({e.check}): {e}",
                       title="Integrity check failed") from None
     except TransientStorageError as e:
-        raise Problem(503, f"object storage unavailable: {e}", headers={"Retry-After": "10"}) from None
+        raise storage_unavailable(e) from None
     except StorageError as e:
         raise Problem(502, f"segment {row.id} can't be read from storage: {e}") from None
 

@@ -40,7 +40,7 @@ from storage.verify import UnknownSegment, verify_range, verify_segment
 from . import params
 from .api import Route, json_reply, principal_of, srv_of, visible_camera, visible_segment
 from .openapi import ID, SCHEMAS, TIME
-from .problem import Problem, bad_request, not_found
+from .problem import Problem, bad_request, not_found, storage_unavailable
 
 MAX_VERIFY_SECONDS = 24 * 3600
 MAX_EXPORT_SECONDS = 7 * 24 * 3600
@@ -114,7 +114,7 @@ def _range(body: dict[str, Any], limit: float, what: str) -> tuple[int, int]:
 
 def _storage_problem(e: StorageError) -> Problem:
     if isinstance(e, TransientStorageError):
-        return Problem(503, f"object storage unavailable: {e}", headers={"Retry-After": "10"})
+        return storage_unavailable(e)
     return Problem(502, f"verification could not read the bucket: {e}")
 
 

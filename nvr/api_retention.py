@@ -51,11 +51,7 @@ def service_of(request: web.Request) -> RetentionService:
     return srv_of(request).retention
 
 
-def _rule_problem(e: RetentionRuleError) -> Problem:
-    return Problem(400, str(e), field=e.field)
-
-
-def _hold_problem(e: HoldInputError) -> Problem:
+def _field_problem(e: RetentionRuleError | HoldInputError) -> Problem:
     return Problem(400, str(e), field=e.field)
 
 
@@ -105,7 +101,7 @@ async def put_retention(request: web.Request) -> web.Response:
     try:
         rules = svc.parse_rules(body)
     except RetentionRuleError as e:
-        raise _rule_problem(e) from None
+        raise _field_problem(e) from None
     await _check_cameras(request, rules.cameras)
     await svc.set_rules(rules, principal_of(request).actor)
     return json_reply(await _rules_view(request, svc))
@@ -119,7 +115,7 @@ async def put_camera_retention(request: web.Request) -> web.Response:
     try:
         st = await svc.set_camera_rule(cid, body, principal_of(request).actor)
     except RetentionRuleError as e:
-        raise _rule_problem(e) from None
+        raise _field_problem(e) from None
     return json_reply({"camera": cid, "rule": rules_to_dict(st.rules)["cameras"][cid],
                   "effective": _rule_json(st.rules.for_camera(cid)), "version": st.version})
 
@@ -133,7 +129,7 @@ async def delete_camera_retention(request: web.Request) -> web.Response:
     except KeyError:
         raise Problem(404, f"camera {cid!r} has no retention override (it follows the default)") from None
     except RetentionRuleError as e:
-        raise _rule_problem(e) from None
+        raise _field_problem(e) from None
     return web.Response(status=204)
 
 
@@ -188,7 +184,7 @@ async def place_hold(request: web.Request) -> web.Response:
     try:
         req = parse_hold_request(body, now)
     except HoldInputError as e:
-        raise _hold_problem(e) from None
+        raise _field_problem(e) from None
     await _check_cameras(request, req.cameras)
     svc, who = service_of(request), principal_of(request)
     change = await svc.holds.place(req, who.actor)

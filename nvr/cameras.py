@@ -19,7 +19,7 @@ from storage.index import Index
 from .audit import AuditLog
 from .config import CameraConfig, camera_from_table
 from .errors import ConfigError
-from .problem import Problem, bad_request
+from .problem import Problem, bad_request, not_found
 from .supervisor import RecorderSupervisor
 
 log = logging.getLogger("nvr.cameras")
@@ -116,7 +116,7 @@ class CameraRegistry:
         async with self._lock:
             old = self._cameras.get(camera_id)
             if old is None:
-                raise Problem(404, f"camera {camera_id!r} does not exist (or this token may not see it)")
+                raise not_found(f"camera {camera_id!r}")
             table = {**old.to_table(), **patch}
             if table.get("segment_seconds") is None:  # null: back to the global default
                 table.pop("segment_seconds", None)
@@ -136,7 +136,7 @@ class CameraRegistry:
         """Stop recording and unregister; footage and ledger stay."""
         async with self._lock:
             if camera_id not in self._cameras:
-                raise Problem(404, f"camera {camera_id!r} does not exist (or this token may not see it)")
+                raise not_found(f"camera {camera_id!r}")
             await self.supervisor.stop(camera_id)
             await asyncio.to_thread(self.index.delete_camera, camera_id)
             del self._cameras[camera_id]

@@ -49,6 +49,11 @@ def not_found(what: str) -> Problem:
     return Problem(404, f"{what} does not exist (or this token may not see it)")
 
 
+def storage_unavailable(e: Exception) -> Problem:
+    """503 with a retry hint: S3 did not answer (TransientStorageError)."""
+    return Problem(503, f"object storage unavailable: {e}", headers={"Retry-After": "10"})
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler) -> web.StreamResponse:
     """Turn every failure into problem+json; an unexpected one is logged and answered 500 without internals."""
