@@ -104,6 +104,18 @@ class Env:
         await svc.stop()
         return await self._open(svc.settings, fault)
 
+    async def crash_after_marking(self, svc: RetentionService) -> RetentionService:
+        """Restart ``svc`` with a fault at the end of the sweep's phase 2 and run it into the crash."""
+
+        def crash(at: str, segment: str | None) -> None:
+            if at == "marked":
+                raise Crash(at)
+
+        crashing = await self.restart(svc, fault=crash)
+        with pytest.raises(Crash):
+            await crashing.run_now("test")
+        return crashing
+
     def rows(self, camera: str) -> list[SegmentRow]:
         return self.index.segments(camera)
 
@@ -269,14 +281,7 @@ async def test_tombstone_of_a_still_pending_segment_is_not_written_again(env):
     now = now_ms()
     svc = await env.service()
     rows = await env.add("a", now - 2 * H, 3, svc=svc)
-
-    def crash(at, segment):
-        if at == "marked":
-            raise Crash(at)
-
-    crashing = await env.restart(svc, fault=crash)
-    with pytest.raises(Crash):
-        await crashing.run_now("test")
+    crashing = await env.crash_after_marking(svc)
     done = rows[1]
     env.store.client.remove_object(env.store.bucket, done.object_key, version_id=done.version_id)
     env.index.append_record(tombstone_record(
@@ -338,14 +343,7 @@ async def test_hold_placed_after_marking_puts_the_segment_back(env):
     now = now_ms()
     svc = await env.service()
     rows = await env.add("a", now - 2 * H, 6, svc=svc)
-
-    def crash(at, segment):
-        if at == "marked":
-            raise Crash(at)
-
-    crashing = await env.restart(svc, fault=crash)
-    with pytest.raises(Crash):
-        await crashing.run_now("test")
+    crashing = await env.crash_after_marking(svc)
     assert {r.state for r in env.rows("a")} == {"pending_delete"}
     fresh = await env.restart(crashing)
     await fresh.holds.place(HoldRequest("late", ("a",), rows[2].start_ms, rows[3].end_ms, "found late", None),
