@@ -155,7 +155,7 @@ def fresh_dir(name: str) -> Path:
 
 
 def ffmpeg_exe() -> str:
-    from nvr.ffmpeg import find_ffmpeg
+    from nvr.base.ffmpeg import find_ffmpeg
 
     return find_ffmpeg()
 
@@ -181,7 +181,7 @@ def segment_file() -> Path:
 
     The pre-made segment of the ingest, retrieval and retention benchmarks.
     """
-    from nvr.ffmpeg import FMP4_FLAGS
+    from nvr.base.ffmpeg import FMP4_FLAGS
 
     path = CACHE / f"segment-{CLIP_H}p-{SEGMENT_SECONDS}s.mp4"
     if path.exists():
@@ -393,7 +393,7 @@ class NvrProc:
         return path
 
     def make_token(self) -> str:
-        from nvr.auth import create_token
+        from nvr.api.auth import create_token
         from storage.index import Index
 
         index = Index(self.index_path)

@@ -13,7 +13,7 @@ cache: the file was just written; a cold disk is slower and not measured):
 
 * ``segments_day``: ``Index.segments(camera, day_start, day_end)`` (8 640 rows);
 * ``segments_page``: the same with ``limit=101`` (the API's default page);
-* ``timeline_day``: ``Index.spans`` + ``nvr.api.merge_ranges`` (the timeline route);
+* ``timeline_day``: ``Index.spans`` + ``nvr.base.timeline.merge_ranges`` (the timeline route);
 * ``segments_timeline_day``: the timeline route as it was before it selected
   only ``start_ms, end_ms`` (``Index.segments`` + ``merge_ranges``);
 * ``bounded_day``: the day query with a fixed lower bound ``start_ms >=
@@ -52,7 +52,7 @@ def cameras_for(rows: int) -> int:
 
 
 def _iso(ms: int) -> str:
-    from storage.times import ms_to_rfc3339
+    from nvr.base.times import ms_to_rfc3339
 
     return ms_to_rfc3339(ms)
 
@@ -153,7 +153,7 @@ QUERIES = ("segments_day", "segments_page", "timeline_day", "bounded_day", "segm
 
 
 def _one(index, name: str, cam: str, s: int, e: int) -> int:
-    from nvr.api import merge_ranges
+    from nvr.base.timeline import merge_ranges
 
     if name == "segments_page":
         return len(index.segments(cam, s, e, limit=101))

@@ -69,8 +69,8 @@ class Parts:
     """The server's storage stages, wired as NvrServer wires them."""
 
     def __init__(self, work: Path, s3, bucket: str):
+        from nvr.ingest.pipeline import Ingestor
         from storage.index import Index
-        from storage.ingest import Ingestor
         from storage.keyring import Keyring
         from storage.objectstore import ObjectStore
         from storage.spool import Spool
@@ -118,7 +118,7 @@ def raw_puts(store, data: bytes, cameras: int, per_camera: int, prefix: str) -> 
 
 async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int, run_ms: int) -> tuple[float, float]:
     """Queue C × K segments, then let an IngestService drain them; (seconds, cpu seconds)."""
-    from storage.ingest import IngestService
+    from nvr.ingest.pipeline import IngestService
 
     for c in range(cameras):
         for n in range(per_camera):
@@ -138,7 +138,7 @@ async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int
 
 async def paced(parts: Parts, source: Path, cameras: int, seconds: float, run_ms: int) -> list[int]:
     """P cameras each closing a segment every SEGMENT_SECONDS (staggered); closed → indexed latencies (ms)."""
-    from storage.ingest import IngestService
+    from nvr.ingest.pipeline import IngestService
 
     svc = IngestService(parts.ingestor, retry_max=5.0)
     before = parts.ingestor.stats.segments

@@ -258,10 +258,10 @@ def ingest_steps(segments: int = 30) -> dict[str, float]:
     import asyncio
 
     from bench.ingest import T0, Parts, lay_segment
+    from nvr.base.times import ms_to_rfc3339
+    from nvr.ingest.pipeline import object_key
     from storage.envelope import SegmentContext, seal_buffer_size, seal_file
-    from storage.ingest import object_key
     from storage.ledger import segment_record
-    from storage.times import ms_to_rfc3339
 
     work = fresh_dir("ingest-steps")
     source = work / "segment.mp4"

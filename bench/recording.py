@@ -12,7 +12,7 @@ per-camera encoding):
 * **bare-again**: a second, identical set of *bare* processes. *bare-again ÷
   bare* is this run's noise: two copies of the same work on the same shared
   machine differ by this much, so ratios closer than that are a tie.
-* **bare-fmp4**: the exact ffmpeg command nvr runs (``nvr.ffmpeg.record_command``:
+* **bare-fmp4**: the exact ffmpeg command nvr runs (``nvr.recording.command.record_command``:
   fragmented MP4, segment list on stdout), writing to local disk. The
   difference to *nvr* is what the Python server adds; the difference to *bare*
   is what nvr's muxing choices cost.
@@ -147,9 +147,9 @@ def bare_argv(url: str, out_dir: Path) -> list[str]:
 
 
 def nvr_argv(url: str, out_dir: Path) -> list[str]:
-    """The exact command the recorder runs for a camera (nvr.ffmpeg.record_command)."""
-    from nvr.config import CameraConfig
-    from nvr.ffmpeg import record_command
+    """The exact command the recorder runs for a camera (nvr.recording.command.record_command)."""
+    from nvr.config.settings import CameraConfig
+    from nvr.recording.command import record_command
 
     return record_command(ffmpeg_exe(), CameraConfig(id="bench", url=url), out_dir / "r0000000000000-%06d.mp4",
                           segment_seconds=SEGMENT_SECONDS, connect_timeout=10.0)

@@ -59,8 +59,8 @@ async def _noop_audit(*args: Any, **kw: Any) -> None:
 
 async def sweep_side(index_path, s3, bucket: str) -> dict[str, Any]:
     """Run the product's sweep over every segment of the index; raises if the API is not there (yet)."""
+    from nvr.config.retention import Rule, RuleSet
     from retention.holds import HoldManager
-    from retention.policy import Rule, RuleSet
     from retention.store import RetentionStore
     from retention.sweep import Sweeper
     from storage.chainlock import ChainLocks

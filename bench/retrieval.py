@@ -59,8 +59,8 @@ def fetch(nvr: NvrProc, path: str) -> tuple[float, float, int]:
 
 def raw_read(parts: Parts, rows) -> tuple[float, float, int]:
     """Raw reference: GET + decrypt each segment in turn; (first decrypted, total, plaintext bytes)."""
+    from nvr.base.times import ms_to_rfc3339
     from storage.envelope import SegmentContext, decrypt
-    from storage.times import ms_to_rfc3339
 
     t0 = time.perf_counter()
     first = None
@@ -76,13 +76,13 @@ def raw_read(parts: Parts, rows) -> tuple[float, float, int]:
 
 
 def iso(ms: int) -> str:
-    from storage.times import ms_to_rfc3339
+    from nvr.base.times import ms_to_rfc3339
 
     return ms_to_rfc3339(ms)
 
 
 def run(mode: Mode) -> list[Row]:
-    from nvr.clip import plan_clip
+    from nvr.playback.clip import plan_clip
 
     lengths = mode.pick([60, 600], [60, 600, 3600], smoke=[60])
     reps = {60: mode.pick(3, 5, smoke=1), 600: mode.pick(1, 3), 3600: 1}

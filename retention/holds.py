@@ -42,15 +42,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nvr.config import CAMERA_ID_RE
-from nvr.errors import NvrError
+from nvr.base.errors import InvalidInput
+from nvr.base.ids import is_camera_id
+from nvr.base.times import ms_to_rfc3339, now_ms, parse_time_ms
+from retention.policy import held_by
+from retention.store import CoveredSegment, HoldRecord, RetentionStore
 from storage.errors import StorageError
 from storage.index import SegmentRow
 from storage.objectstore import GONE_CODES, ObjectStore
-from storage.times import ms_to_rfc3339, now_ms, parse_time_ms
-
-from .policy import held_by
-from .store import CoveredSegment, HoldRecord, RetentionStore
 
 log = logging.getLogger("nvr.retention.holds")
 
@@ -60,13 +59,12 @@ SYSTEM = ("system", "system")
 HOLD_KEYS = ("case_id", "cameras", "start", "end", "reason", "expires")
 
 
-class HoldInputError(NvrError, ValueError):
+class HoldInputError(InvalidInput, ValueError):
     """A hold request is invalid; ``field`` names the offending key."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
         self.message = message
-        super().__init__(f"{field}: {message}")
+        super().__init__(f"{field}: {message}", field=field)
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ def parse_hold_request(data: Mapping[str, Any], now: int) -> HoldRequest:
     if not isinstance(cams, list) or not cams:
         raise HoldInputError("cameras", f"must be a non-empty list of camera ids, got {cams!r}")
     for c in cams:
-        if not isinstance(c, str) or not CAMERA_ID_RE.match(c):
+        if not isinstance(c, str) or not is_camera_id(c):
             raise HoldInputError("cameras", f"{c!r} is not a camera id (1-63 of a-z, 0-9, '_', '-')")
     start = _time(data, "start")
     if start is None:

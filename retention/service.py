@@ -54,29 +54,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nvr.errors import NvrError
-from nvr.pulse import Pulse
-from nvr.units import format_size
+from nvr.base.errors import Kind, NvrError
+from nvr.base.pulse import Pulse
+from nvr.base.times import ms_to_rfc3339, now_ms
+from nvr.base.units import format_size
+from nvr.config.retention import RetentionRuleError, RuleSet, parse_rules, rules_to_dict, with_floor
+from retention.holds import SYSTEM, HoldManager
+from retention.scheduler import SweepScheduler
+from retention.store import RetentionStore, StoredRules
+from retention.sweep import Fault, Preview, Sweeper, SweepReport
 from storage.chainlock import ChainLocks
 from storage.index import Index, SegmentRow
 from storage.objectstore import ObjectStore
-from storage.times import ms_to_rfc3339, now_ms
-
-from .holds import SYSTEM, HoldManager
-from .policy import RetentionRuleError, RuleSet, rules_to_dict
-from .rules import parse_rules, with_floor
-from .scheduler import SweepScheduler
-from .store import RetentionStore, StoredRules
-from .sweep import Fault, Preview, Sweeper, SweepReport
 
 if TYPE_CHECKING:
-    from nvr.metrics import Exposition
+    from nvr.base.prometheus import Exposition
 
 log = logging.getLogger("nvr.retention")
 
 
 class RetentionBusy(NvrError):
     """Another process (a server, or ``nvr retention run``) owns the sweep of this data dir."""
+
+    kind = Kind.CONFLICT
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nvr.base.errors import Conflict, NotFound
+from nvr.config.retention import RuleSet, rules_from_dict, rules_to_dict
+from retention.policy import Hold
 from storage.index import Index
 from storage.ledger import canonical_json
-
-from .policy import Hold, RuleSet, rules_from_dict, rules_to_dict
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS retention_rules (
@@ -181,12 +182,12 @@ class CoveredSegment:
     state: str
 
 
-class HoldNotFound(LookupError):
-    pass
+class HoldNotFound(NotFound, LookupError):
+    """No hold has this id."""
 
 
-class HoldAlreadyReleased(ValueError):
-    pass
+class HoldAlreadyReleased(Conflict, ValueError):
+    """The hold was released before."""
 
 
 def _hold(r: tuple) -> HoldRecord:

@@ -72,16 +72,16 @@ from typing import Any
 
 from minio.deleteobjects import DeleteObject
 
+from nvr.base.times import ms_to_rfc3339, now_ms
+from nvr.config.retention import RuleSet
+from retention.holds import SYSTEM, AuditFn, HoldManager, LegalHoldSync, covered_by
+from retention.policy import Plan, SegmentInfo, plan
+from retention.store import PendingDeletion, RetentionStore
 from storage.chainlock import ChainLocks
 from storage.errors import StorageError
 from storage.index import Index
 from storage.ledger import tombstone_record
 from storage.objectstore import GONE_CODES, ObjectStore
-from storage.times import ms_to_rfc3339, now_ms
-
-from .holds import SYSTEM, AuditFn, HoldManager, LegalHoldSync, covered_by
-from .policy import Plan, RuleSet, SegmentInfo, plan
-from .store import PendingDeletion, RetentionStore
 
 log = logging.getLogger("nvr.retention.sweep")
 
@@ -361,7 +361,7 @@ class Sweeper:
                 self.rstore.finish_deleted_in(db, item.segment_id)
 
     def _log(self, r: SweepReport) -> None:
-        from nvr.units import format_size
+        from nvr.base.units import format_size
 
         cams = ", ".join(f"{cam} {c.segments} ({format_size(c.bytes)})" for cam, c in sorted(r.deleted.items()))
         log.info("retention sweep #%d (%s): deleted %d segment(s), %s%s; %d failed, %d pending, %d put back "

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from .errors import IntegrityError
-from .ledger import canonical_json
+from storage.errors import IntegrityError
+from storage.ledger import canonical_json
 
 MAGIC = b"NVRE"
 VERSION = 1

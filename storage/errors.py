@@ -1,36 +1,51 @@
-"""Exception hierarchy of the storage package: every error carries the context to act on."""
+"""Storage failures, as kinds of the one hierarchy (``nvr.base.errors``)."""
 
 from __future__ import annotations
 
+from nvr.base.errors import Kind, NvrError
 
-class StorageError(Exception):
-    """Base of every storage failure; ``code`` is the S3 error code when S3 refused the request."""
 
-    def __init__(self, message: str, *, code: str | None = None):
-        super().__init__(message)
+class StorageError(NvrError):
+    """S3 or the index refused a request; ``code`` is the S3 error code when S3 answered one."""
+
+    kind = Kind.REFUSED
+
+    def __init__(self, message: str, *, code: str | None = None, kind: Kind | None = None):
+        super().__init__(message, kind=kind, **({"code": code} if code else {}))
         self.code = code
 
 
 class TransientStorageError(StorageError):
     """The object store did not answer or answered 5xx: retry later, keep the spool file."""
 
+    kind = Kind.UNAVAILABLE
+
 
 class EmbeddedS3Error(StorageError):
     """The embedded SeaweedFS server could not be started or stopped."""
 
+    kind = Kind.UNAVAILABLE
+
 
 class KeyringError(StorageError):
-    """A key is missing, unreadable or has unsafe permissions."""
+    """A key is missing, unreadable or has unsafe permissions: the operator restores the keyring."""
+
+    kind = Kind.MISCONFIGURED
 
 
 class IntegrityError(StorageError):
     """Bytes do not match what the ledger recorded: tampering or corruption."""
 
+    kind = Kind.DATA_LOSS
+
     def __init__(self, message: str, *, segment: str | None = None, check: str | None = None):
         super().__init__(message)
         self.segment = segment
         self.check = check
+        self.context.update({k: v for k, v in (("segment", segment), ("check", check)) if v})
 
 
 class IndexError_(StorageError):
-    """The SQLite index is unusable or contradicts itself."""
+    """The index is unusable or contradicts itself."""
+
+    kind = Kind.INTERNAL

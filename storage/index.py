@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexError_
-from .ledger import GENESIS, ChainHead, canonical_json, record_hash
-from .times import now_ms, parse_rfc3339
+from nvr.base.ids import segment_id
+from nvr.base.times import now_ms, parse_rfc3339
+from storage.errors import IndexError_
+from storage.ledger import GENESIS, ChainHead, canonical_json, record_hash
 
 SCHEMA_VERSION = 1
 
@@ -125,10 +126,6 @@ _SEGMENT_COLUMNS = (
 
 def _row(r: tuple) -> SegmentRow:
     return SegmentRow(*r[:5], bool(r[5]), *r[6:])  # type: ignore[arg-type]
-
-
-def segment_id(camera: str, seq: int) -> str:
-    return f"{camera}:{seq}"
 
 
 def _select(select: str, filters: list[tuple[str, Any]], *, order: str, limit: int | None) -> tuple[str, tuple]:

@@ -17,7 +17,6 @@ from typing import Any
 
 GENESIS = "0" * 64
 # A camera id, as it appears in records, object keys and the API (the one definition; anchor it to use it).
-CAMERA_ID = r"[a-z0-9][a-z0-9_-]{0,62}"
 RECORD_VERSION = 1
 
 

@@ -27,7 +27,7 @@ from minio.helpers import genheaders
 from minio.retention import Retention
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from .errors import StorageError, TransientStorageError
+from storage.errors import StorageError, TransientStorageError
 
 log = logging.getLogger("nvr.s3")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-from .envelope import SegmentContext, decrypt
-from .errors import IntegrityError
-from .index import Index, SegmentRow
-from .keyring import Keyring
-from .ledger import record_hash
-from .objectstore import ObjectStore
+from storage.envelope import SegmentContext, decrypt
+from storage.errors import IntegrityError
+from storage.index import Index, SegmentRow
+from storage.keyring import Keyring
+from storage.ledger import record_hash
+from storage.objectstore import ObjectStore
 
 
 def open_segment(store: ObjectStore, index: Index, keyring: Keyring, row: SegmentRow) -> bytes:

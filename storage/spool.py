@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .times import now_ms
+from nvr.base.times import now_ms
 
 SEGMENT_RE = re.compile(r"^(?P<run>r\d{13})-(?P<n>\d{6})\.mp4$")
 TICKET_RE = re.compile(r"^t(?P<start>\d{13})-(?P<stem>r\d{13}-\d{6})\.json$")

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from minio import Minio
 
-from nvr.app import NvrServer
-from nvr.config import Config, parse_config
+from nvr.config.settings import Config, parse_config
+from nvr.server.app import NvrServer
 from storage.embedded_s3 import EmbeddedS3, S3Endpoint
 from tests.support import tomlw
 from tests.support.loopthread import LoopThread

@@ -15,11 +15,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from nvr.api import all_routes, build_app
-from nvr.app import NvrServer
-from nvr.auth import create_token
-from nvr.ffmpeg import find_ffmpeg
-from storage.times import ms_to_rfc3339
+from nvr.api.auth import create_token
+from nvr.api.routes import all_routes, build_app
+from nvr.base.ffmpeg import find_ffmpeg
+from nvr.base.times import ms_to_rfc3339
+from nvr.server.app import NvrServer
 from tests.conftest import make_config, wait_segments
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]

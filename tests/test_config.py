@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nvr.config import Config, load_config, parse_config
-from nvr.errors import ConfigError
+from nvr.base.errors import ConfigError
+from nvr.config.settings import Config, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,16 +26,16 @@ import pytest
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from nvr.api import build_app
-from nvr.audit import AuditLog
-from nvr.auth import create_token
-from nvr.cli_custody import add_parsers
-from nvr.cli_custody import run as cli_run
-from nvr.config import load_config
-from nvr.exports import ExportService
-from nvr.ffmpeg import find_ffmpeg
-from nvr.metrics import HttpMetrics
-from storage.checkpoint import (
+from nvr.api.auth import create_token
+from nvr.api.metrics import HttpMetrics
+from nvr.api.routes import build_app
+from nvr.base.ffmpeg import find_ffmpeg
+from nvr.base.times import ms_to_rfc3339
+from nvr.cli.custody import add_parsers
+from nvr.cli.custody import run as cli_run
+from nvr.config.settings import load_config
+from nvr.custody.bundle import verify_bundle
+from nvr.custody.checkpoint import (
     CheckpointRefused,
     CheckpointWriter,
     checkpoint_key,
@@ -45,9 +45,11 @@ from storage.checkpoint import (
     parse_checkpoint,
     trusted_keys,
 )
-from storage.export import verify_bundle
+from nvr.custody.exports import ExportService
+from nvr.custody.verify import VerifyReport, verify_range, verify_segment
+from nvr.ingest.pipeline import Ingestor
+from storage.audit import AuditLog
 from storage.index import Index, SegmentRow
-from storage.ingest import Ingestor
 from storage.keyring import Keyring, SigningKey
 from storage.ledger import (
     canonical_json,
@@ -58,8 +60,6 @@ from storage.ledger import (
 )
 from storage.objectstore import RECORD_META, ObjectStore
 from storage.spool import ClosedSegment, Spool
-from storage.times import ms_to_rfc3339
-from storage.verify import VerifyReport, verify_range, verify_segment
 from tests.conftest import make_config, minio_client
 
 pytestmark = pytest.mark.integration
@@ -312,7 +312,7 @@ async def t_records_reordered(p):
 
 
 def _forge(p: Parts, seq: int, key: SigningKey) -> None:
-    from storage.checkpoint import sign_checkpoint
+    from nvr.custody.checkpoint import sign_checkpoint
 
     head = p.index.chain_head("cam")
     cp = sign_checkpoint(key, head, node="intruder")

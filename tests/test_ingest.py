@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from nvr.ingest.pipeline import Ingestor
 from storage.errors import IntegrityError, StorageError
 from storage.index import Index
-from storage.ingest import Ingestor
 from storage.keyring import Keyring
 from storage.ledger import verify_chain
 from storage.objectstore import RECORD_META, ObjectStore

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nvr.ffmpeg import find_ffmpeg
+from nvr.base.ffmpeg import find_ffmpeg
 from storage.embedded_s3 import EmbeddedS3
 from storage.envelope import MAGIC
 from storage.index import Index

@@ -17,17 +17,17 @@ import pytest
 import pytest_asyncio
 from minio.error import S3Error
 
-from nvr.api import all_routes, build_app
-from nvr.app import NvrServer
-from nvr.auth import create_token
+from nvr.api.auth import create_token
+from nvr.api.routes import all_routes, build_app
+from nvr.base.times import ms_to_rfc3339, now_ms
+from nvr.ingest.pipeline import Ingestor
+from nvr.server.app import NvrServer
 from retention.service import RetentionService
 from storage.index import Index
-from storage.ingest import Ingestor
 from storage.keyring import Keyring
 from storage.ledger import verify_chain
 from storage.objectstore import ObjectStore
 from storage.spool import ClosedSegment, Spool
-from storage.times import ms_to_rfc3339, now_ms
 from tests.conftest import make_config, wait_segments
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -342,7 +342,7 @@ async def test_one_minute_max_age_on_a_recording_camera_with_a_hold(api):
 
 
 async def test_openapi_documents_the_retention_routes(api):
-    from nvr.openapi import build_openapi
+    from nvr.api.openapi import build_openapi
 
     doc = build_openapi(all_routes())
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}

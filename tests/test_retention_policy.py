@@ -12,21 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retention.policy import (
-    CameraPreview,
-    Hold,
-    Plan,
+from nvr.config.retention import (
     ResolvedRule,
     RetentionRuleError,
     Rule,
     RuleSet,
-    SegmentInfo,
-    is_held,
-    plan,
     rules_from_dict,
     rules_to_dict,
     validate_rules,
 )
+from retention.policy import CameraPreview, Hold, Plan, SegmentInfo, is_held, plan
 
 NOW = 1_900_000_000_000  # a fixed "now": the decision never reads the clock
 MIN = 60_000

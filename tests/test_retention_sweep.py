@@ -18,23 +18,22 @@ from pathlib import Path
 import pytest
 from minio.error import S3Error
 
-from nvr.audit import AuditLog
-from nvr.config import load_config
-from nvr.metrics import Exposition
+from nvr.api.metrics import Exposition
+from nvr.base.times import now_ms
+from nvr.config.retention import RetentionRuleError, Rule, RuleSet, parse_rules, with_floor
+from nvr.config.settings import load_config
+from nvr.ingest.pipeline import Ingestor
 from retention.holds import HoldRequest
-from retention.policy import RetentionRuleError, Rule, RuleSet
-from retention.rules import parse_rules, with_floor
 from retention.service import RetentionBusy, RetentionService, RetentionSettings
 from retention.sweep import emergency_rules
+from storage.audit import AuditLog
 from storage.chainlock import ChainLocks
 from storage.errors import IndexError_
 from storage.index import Index, SegmentRow
-from storage.ingest import Ingestor
 from storage.keyring import Keyring
 from storage.ledger import ChainHead, tombstone_record, verify_chain
 from storage.objectstore import ObjectStore
 from storage.spool import ClosedSegment, Spool
-from storage.times import now_ms
 from tests.support import tomlw
 
 pytestmark = pytest.mark.integration

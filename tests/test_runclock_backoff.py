@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nvr.backoff import Backoff
-from nvr.recovery import place_partial
-from nvr.runclock import RunClock
+from nvr.recording.backoff import Backoff
+from nvr.recording.recovery import place_partial
+from nvr.recording.runclock import RunClock
 
 T0 = 1_764_421_200_000
 

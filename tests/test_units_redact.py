@@ -1,7 +1,7 @@
 import pytest
 
-from nvr.redact import redact_text, redact_url, url_secrets
-from nvr.units import parse_duration, parse_size
+from nvr.base.redact import redact_text, redact_url, url_secrets
+from nvr.base.units import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("10s", 10), ("250ms", 0.25),

@@ -1,0 +1,1 @@
+"""Layer 4: the HTTP API (aiohttp), one module per concern."""

@@ -1,0 +1,80 @@
+"""Bearer tokens with ordered roles (viewer < evidence < admin), optionally limited to cameras.
+
+A token is 32 random bytes (``nvr_`` + URL-safe base64); only its SHA-256 is
+stored. A fast hash is enough because the token is random, not a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from nvr.api.problem import Problem
+from storage.index import Index
+
+ROLES = {"viewer": 1, "evidence": 2, "admin": 3}
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    cameras: frozenset[str] | None  # None: every camera
+
+    def has(self, role: str) -> bool:
+        return ROLES[self.role] >= ROLES[role]
+
+    def sees(self, camera: str) -> bool:
+        return self.cameras is None or camera in self.cameras
+
+    @property
+    def actor(self) -> tuple[str, str]:
+        return f"token:{self.name}", self.role
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(index: Index, *, name: str, role: str, cameras: list[str] | None) -> str:
+    """Create a token, store its hash, return the token (shown once)."""
+    if not TOKEN_NAME_RE.match(name):
+        raise ValueError(f"token name {name!r}: 1-64 of letters, digits, '_', '.', '@', '-'")
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    token = "nvr_" + secrets.token_urlsafe(32)
+    index.add_token(name=name, role=role, cameras=cameras, token_sha256=token_sha256(token))
+    return token
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nvr"'})
+
+
+async def authenticate(request: web.Request, index: Index) -> Principal:
+    """The principal of the request's bearer token; 401 when missing, unknown or revoked."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise _unauthorized("send Authorization: Bearer <token> (create one with `nvr token create`)")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Authorization must be 'Bearer <token>'")
+    # Looked up by hash: the stored value never equals what the client sends, so timing leaks nothing usable.
+    found = await asyncio.to_thread(index.token_by_hash, token_sha256(token.strip()))
+    if found is None:
+        raise _unauthorized("unknown token")
+    name, role, cameras, revoked = found
+    if revoked is not None:
+        raise _unauthorized(f"token {name!r} was revoked")
+    return Principal(name=name, role=role, cameras=frozenset(cameras) if cameras is not None else None)
+
+
+def require(principal: Principal, role: str) -> None:
+    if not principal.has(role):
+        raise Problem(403, f"this needs the {role} role; token {principal.name!r} has {principal.role}")

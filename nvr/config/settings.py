@@ -1,0 +1,453 @@
+"""Strict configuration: TOML in, frozen dataclasses out, every error names its key.
+
+Every key has a default (so an empty file is a valid config) and a comment in
+``config.example.toml``. Unknown keys, wrong types, duplicate camera ids and
+malformed URLs are refused before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from nvr.base.errors import ConfigError
+from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
+from nvr.base.redact import redact_url
+from nvr.base.units import parse_duration, parse_size
+from nvr.config.retention import RetentionRuleError, RuleSet, parse_rules
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
+NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp"}
+LOCAL_SCHEMES = {"lavfi"}
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    data_dir: Path = Path("./nvr-data")
+    node_id: str = ""
+    max_clip_seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    endpoint: str = ""  # empty: embedded SeaweedFS under data_dir
+    bucket: str = "nvr"
+    region: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    access_key_env: str = "NVR_S3_ACCESS_KEY"
+    secret_key_env: str = "NVR_S3_SECRET_KEY"
+    secure: bool = False
+    ca_file: str = ""
+    object_lock: bool = False
+    max_connections: int = 8
+    retry_max: float = 60.0
+
+    def credentials(self) -> tuple[str, str]:
+        """Access and secret key, from the file or else from the named environment variables."""
+        access = self.access_key or os.environ.get(self.access_key_env, "")
+        secret = self.secret_key or os.environ.get(self.secret_key_env, "")
+        return access, secret
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    segment_seconds: float = 10.0
+    ffmpeg: str = ""
+    spool_dir: Path | None = None
+    spool_limit_bytes: int = 20 * 2**30
+    min_free_bytes: int = 2 * 2**30
+    stall_timeout: float = 0.0  # 0: derived from segment length
+    connect_timeout: float = 10.0
+    max_drift: float = 10.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    healthy_after: float = 60.0
+    stop_grace: float = 8.0
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    dir: Path | None = None
+    checkpoint_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    min_age: float = 86400.0  # footage younger than this is never deleted (and object-locked when enabled)
+    rules: RuleSet | None = None  # RuleSet of [retention.default]/[retention.cameras.*]/quota; None: no limits
+    sweep_interval: float = 600.0
+    min_free_bytes: int | None = None  # storage-full trigger on the spool disk; None: recording.min_free
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    id: str
+    url: str
+    name: str = ""
+    enabled: bool = True
+    segment_seconds: float | None = None
+    rtsp_transport: str = "tcp"
+    audio: bool = False
+
+    @property
+    def display_url(self) -> str:
+        """The URL with credentials removed, the only form that may be printed."""
+        return redact_url(self.url)
+
+    def to_table(self) -> dict[str, Any]:
+        """The camera as a config table (what :func:`camera_from_table` reads back)."""
+        table: dict[str, Any] = {"id": self.id, "url": self.url, "name": self.name, "enabled": self.enabled,
+                                 "rtsp_transport": self.rtsp_transport, "audio": self.audio}
+        if self.segment_seconds is not None:
+            table["segment_seconds"] = self.segment_seconds
+        return table
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    cameras: tuple[CameraConfig, ...] = ()
+    source: str | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def retention_min_age(self) -> float:
+        return self.retention.min_age
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.recording.spool_dir or self.data_dir / "spool"
+
+    @property
+    def keyring_dir(self) -> Path:
+        return self.keys.dir or self.data_dir / "keyring"
+
+    @property
+    def index_path(self) -> Path:
+        return self.data_dir / "index.sqlite3"
+
+    def segment_seconds(self, camera: CameraConfig) -> float:
+        return camera.segment_seconds or self.recording.segment_seconds
+
+    def stall_timeout(self, camera: CameraConfig) -> float:
+        """Seconds without a closed segment after which ffmpeg is restarted."""
+        if self.recording.stall_timeout:
+            return self.recording.stall_timeout
+        return 3 * self.segment_seconds(camera) + self.recording.connect_timeout
+
+    def with_overrides(
+        self, *, data_dir: Path | None = None, listen: tuple[str, int] | None = None
+    ) -> Config:
+        """A copy with command-line overrides applied (they win over the file)."""
+        server = self.server
+        if data_dir is not None:
+            server = replace(server, data_dir=data_dir)
+        if listen is not None:
+            server = replace(server, listen_host=listen[0], listen_port=listen[1])
+        return replace(self, server=server)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Section:
+    """Typed, strict reads from one TOML table; reports leftovers as unknown keys."""
+
+    def __init__(self, table: Any, path: str, source: str | None):
+        if not isinstance(table, dict):
+            raise ConfigError(path, f"must be a table, got {_tname(table)}", source=source)
+        self.table = dict(table)
+        self.path = path
+        self.source = source
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.key(name), message, source=self.source)
+
+    def take(self, name: str, types: type | tuple[type, ...], default: Any) -> Any:
+        if name not in self.table:
+            return default
+        value = self.table.pop(name)
+        types_t = types if isinstance(types, tuple) else (types,)
+        # TOML booleans are ints in Python; never let true pass as a number.
+        if isinstance(value, bool) and bool not in types_t:
+            raise self.error(name, f"must be {_names(types_t)}, got a boolean")
+        if not isinstance(value, types_t):
+            raise self.error(name, f"must be {_names(types_t)}, got {_tname(value)}")
+        return value
+
+    def duration(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.take(name, (int, float, str), None)
+        if raw is None:
+            return default
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as e:
+            raise self.error(name, str(e)) from None
+        if seconds < minimum or (minimum > 0 and seconds == 0):
+            raise self.error(name, f"must be at least {minimum:g} s, got {seconds:g} s")
+        return seconds
+
+    def size(self, name: str, default: int) -> int:
+        raw = self.take(name, (int, str), None)
+        if raw is None:
+            return default
+        try:
+            return parse_size(raw)
+        except ValueError as e:
+            raise self.error(name, str(e)) from None
+
+    def path_(self, name: str, default: Path | None, base: Path) -> Path | None:
+        raw = self.take(name, str, None)
+        if raw is None or raw == "":
+            return default
+        p = Path(raw).expanduser()
+        return p if p.is_absolute() else base / p
+
+    def finish(self) -> None:
+        if self.table:
+            name = sorted(self.table)[0]
+            raise self.error(name, "unknown key (check the spelling against config.example.toml)")
+
+
+def _tname(value: Any) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+        list: "an array", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _names(types: tuple[type, ...]) -> str:
+    words = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
+             list: "an array of tables"}
+    return " or ".join(words.get(t, t.__name__) for t in types)
+
+
+def parse_listen(value: str, key: str = "server.listen", source: str | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:8080``) into a host and a port."""
+    m = re.match(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$", value)
+    if not m:
+        raise ConfigError(key, f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)", source=source)
+    port = int(m.group("port"))
+    if not 0 <= port <= 65535:
+        raise ConfigError(key, f"port {port} is out of range 0-65535", source=source)
+    return (m.group("v6") or m.group("host") or "0.0.0.0"), port
+
+
+def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
+    """Refuse URLs ffmpeg can't open as a camera; the message never echoes credentials."""
+    shown = redact_url(url)
+    if not url or any(c.isspace() for c in url):
+        raise ConfigError(key, f"{shown!r} is not a URL (empty or contains spaces)", source=source)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(key, f"{shown!r} is malformed: {e}", source=source) from None
+    scheme = parts.scheme.lower()
+    if scheme in LOCAL_SCHEMES:
+        if not url.split(":", 1)[1]:
+            raise ConfigError(key, "lavfi: needs a filter graph, e.g. lavfi:testsrc2=size=640x360:rate=15", source=source)
+        return
+    if scheme not in NETWORK_SCHEMES:
+        allowed = ", ".join(sorted(NETWORK_SCHEMES | LOCAL_SCHEMES))
+        raise ConfigError(key, f"{shown!r}: scheme {scheme or '(none)'!r} is not one of {allowed}", source=source)
+    if not parts.hostname:
+        raise ConfigError(key, f"{shown!r} has no host", source=source)
+    if port == 0:
+        raise ConfigError(key, f"{shown!r} has port 0", source=source)
+
+
+def camera_from_table(table: Any, path: str, source: str | None = None) -> CameraConfig:
+    """Validate one camera table (``path`` prefixes the key in errors: ``cameras[0]`` in a file, ``""`` in the API)."""
+    s = _Section(table, path, source)
+    cam_id = s.take("id", str, None)
+    if cam_id is None:
+        raise s.error("id", "is required")
+    if not is_camera_id(cam_id):
+        raise s.error("id", f"{cam_id!r} must be {CAMERA_ID_HINT}")
+    url = s.take("url", str, None)
+    if url is None:
+        raise s.error("url", "is required")
+    validate_camera_url(url, s.key("url"), source)
+    seg = s.take("segment_seconds", (int, float), None)
+    if seg is not None and not 1 <= seg <= 600:
+        raise s.error("segment_seconds", f"must be between 1 and 600, got {seg}")
+    transport = s.take("rtsp_transport", str, "tcp")
+    if transport not in ("tcp", "udp"):
+        raise s.error("rtsp_transport", f"must be 'tcp' or 'udp', got {transport!r}")
+    cam = CameraConfig(
+        id=cam_id,
+        url=url,
+        name=s.take("name", str, ""),
+        enabled=s.take("enabled", bool, True),
+        segment_seconds=float(seg) if seg is not None else None,
+        rtsp_transport=transport,
+        audio=s.take("audio", bool, False),
+    )
+    s.finish()
+    return cam
+
+
+def parse_retention(table: Any, source: str | None) -> RetentionConfig:
+    """``[retention]``: the floor, the sweep, the storage-full trigger and the initial rules (checked as a whole)."""
+
+    rt = _Section(table, "retention", source)
+    min_age = rt.duration("min_age", 86400.0, minimum=60.0)
+    sweep_interval = rt.duration("sweep_interval", 600.0, minimum=10.0)
+    min_free = rt.size("min_free", -1)
+    data: dict[str, Any] = {}
+    default = rt.take("default", dict, None)
+    if default is not None:
+        if "min_age" in default:
+            raise rt.error("default.min_age", "set retention.min_age instead: it is the default rule's min_age "
+                                              "and the floor of every rule")
+        data["default"] = default
+    cameras = rt.take("cameras", dict, None)
+    if cameras is not None:
+        data["cameras"] = cameras
+    quota = rt.take("quota", str, None)
+    if quota is not None:
+        data["quota_bytes"] = quota
+    for name in ("high_watermark", "low_watermark"):
+        value = rt.take(name, (int, float), None)
+        if value is not None:
+            data[name] = value
+    rt.finish()
+    try:
+        rules = parse_rules(data, min_age)
+    except RetentionRuleError as e:
+        key = "quota" if e.field == "quota_bytes" else e.field
+        raise ConfigError(f"retention.{key}", e.message, source=source) from None
+    return RetentionConfig(min_age=min_age, rules=rules, sweep_interval=sweep_interval,
+                           min_free_bytes=None if min_free < 0 else min_free)
+
+
+def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path | None = None) -> Config:
+    """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base``."""
+    base = base or Path.cwd()
+    top = _Section(data, "", source)
+
+    srv = _Section(top.take("server", dict, {}), "server", source)
+    host, port = parse_listen(srv.take("listen", str, "127.0.0.1:8080"), "server.listen", source)
+    server = ServerConfig(
+        listen_host=host,
+        listen_port=port,
+        data_dir=srv.path_("data_dir", base / "nvr-data", base),
+        node_id=srv.take("node_id", str, ""),
+        max_clip_seconds=srv.duration("max_clip", 3600.0, minimum=1.0),
+    )
+    srv.finish()
+
+    st = _Section(top.take("storage", dict, {}), "storage", source)
+    endpoint = st.take("endpoint", str, "")
+    if endpoint and ("://" in endpoint or "/" in endpoint):
+        raise st.error("endpoint", f"{endpoint!r} must be HOST:PORT without scheme or path (use storage.secure for TLS)")
+    bucket = st.take("bucket", str, "nvr")
+    if not BUCKET_RE.match(bucket):
+        raise st.error("bucket", f"{bucket!r} is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+    max_conn = st.take("max_connections", int, 8)
+    if not 1 <= max_conn <= 256:
+        raise st.error("max_connections", f"must be between 1 and 256, got {max_conn}")
+    storage = StorageConfig(
+        endpoint=endpoint,
+        bucket=bucket,
+        region=st.take("region", str, ""),
+        access_key=st.take("access_key", str, ""),
+        secret_key=st.take("secret_key", str, ""),
+        access_key_env=st.take("access_key_env", str, "NVR_S3_ACCESS_KEY"),
+        secret_key_env=st.take("secret_key_env", str, "NVR_S3_SECRET_KEY"),
+        secure=st.take("secure", bool, False),
+        ca_file=st.take("ca_file", str, ""),
+        object_lock=st.take("object_lock", bool, False),
+        max_connections=max_conn,
+        retry_max=st.duration("retry_max", 60.0, minimum=1.0),
+    )
+    st.finish()
+
+    rc = _Section(top.take("recording", dict, {}), "recording", source)
+    seg = rc.duration("segment_seconds", 10.0, minimum=1.0)
+    if seg > 600:
+        raise rc.error("segment_seconds", f"must be at most 600 s, got {seg:g}")
+    recording = RecordingConfig(
+        segment_seconds=seg,
+        ffmpeg=rc.take("ffmpeg", str, ""),
+        spool_dir=rc.path_("spool_dir", None, base),
+        spool_limit_bytes=rc.size("spool_limit", 20 * 2**30),
+        min_free_bytes=rc.size("min_free", 2 * 2**30),
+        stall_timeout=rc.duration("stall_timeout", 0.0),
+        connect_timeout=rc.duration("connect_timeout", 10.0, minimum=1.0),
+        max_drift=rc.duration("max_drift", 10.0, minimum=0.5),
+        backoff_initial=rc.duration("backoff_initial", 1.0, minimum=0.1),
+        backoff_max=rc.duration("backoff_max", 60.0, minimum=0.1),
+        healthy_after=rc.duration("healthy_after", 60.0, minimum=1.0),
+        stop_grace=rc.duration("stop_grace", 8.0, minimum=0.5),
+    )
+    if recording.backoff_max < recording.backoff_initial:
+        raise rc.error("backoff_max", "must not be smaller than recording.backoff_initial")
+    rc.finish()
+
+    ks = _Section(top.take("keys", dict, {}), "keys", source)
+    keys = KeysConfig(
+        dir=ks.path_("dir", None, base),
+        checkpoint_interval=ks.duration("checkpoint_interval", 300.0, minimum=1.0),
+    )
+    ks.finish()
+
+    retention = parse_retention(top.take("retention", dict, {}), source)
+
+    raw_cams = top.take("cameras", list, [])
+    cameras: list[CameraConfig] = []
+    seen: dict[str, int] = {}
+    for i, table in enumerate(raw_cams):
+        cam = camera_from_table(table, f"cameras[{i}]", source)
+        if cam.id in seen:
+            raise ConfigError(
+                f"cameras[{i}].id", f"duplicate camera id {cam.id!r} (also cameras[{seen[cam.id]}].id)", source=source
+            )
+        seen[cam.id] = i
+        cameras.append(cam)
+    top.finish()
+    return Config(server=server, storage=storage, recording=recording, keys=keys, retention=retention, cameras=tuple(cameras), source=source)
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate ``path``; ``None`` gives the all-defaults config rooted at the cwd."""
+    if path is None:
+        return parse_config({})
+    source = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError("--config", f"{path} can't be read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("(syntax)", f"not valid TOML: {e}", source=source) from None
+    return parse_config(data, source=source, base=path.parent.resolve())
+
+
+DEMO_CAMERAS = (
+    CameraConfig(id="demo-1", name="Demo camera 1", url="lavfi:testsrc2=size=640x360:rate=15"),
+    CameraConfig(id="demo-2", name="Demo camera 2", url="lavfi:smptehdbars=size=640x360:rate=10"),
+)

@@ -1,0 +1,296 @@
+"""Segment ingest: spool file → hash → encrypt → ledger record → PUT → index → spool removal.
+
+One lane (task) per camera processes that camera's tickets strictly in order,
+because each record links to the one before it; lanes run concurrently and
+share the S3 thread pool, which bounds the blocking work. The steps and what a
+crash at each step leaves are in docs/segment-lifecycle.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from nvr.base.errors import Kind
+from nvr.base.events import EventSink, no_event
+from nvr.base.timeline import is_gap
+from nvr.base.times import ms_to_datetime, ms_to_rfc3339, now_ms
+from storage.chainlock import ChainLocks
+from storage.envelope import SegmentContext, seal_buffer_size, seal_file, sha256_file
+from storage.errors import StorageError, TransientStorageError
+from storage.index import Index, SegmentRow
+from storage.keyring import Keyring
+from storage.ledger import ChainHead, segment_record
+from storage.objectstore import ObjectStore
+from storage.spool import ClosedSegment, Spool
+
+log = logging.getLogger("nvr.ingest")
+
+# A hole this long between consecutive segments is reported as a gap (shorter is timestamp rounding).
+# A seal buffer up to this size is kept for the next segment even when that one is much smaller.
+BUFFER_KEEP = 64 * 1024 * 1024
+
+
+def object_key(seg: ClosedSegment) -> str:
+    """Time-sortable, deterministic key: ``<camera>/<YYYY>/<MM>/<DD>/<HH>/<start>_<run>-<n>.seg``."""
+    t = ms_to_datetime(seg.start_ms)
+    stamp = t.strftime("%Y%m%dT%H%M%S") + f"{seg.start_ms % 1000:03d}Z"
+    return f"{seg.camera}/{t:%Y/%m/%d/%H}/{stamp}_{seg.stem}.seg"
+
+
+class ChainConflict(StorageError):
+    """The bucket holds an object for this segment that does not fit the index's chain head."""
+
+    kind = Kind.CONFLICT
+
+
+# Upper bounds (seconds) of the ingest-latency histogram buckets.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+@dataclass
+class IngestStats:
+    segments: int = 0
+    bytes: int = 0
+    object_bytes: int = 0
+    latency_ms: list[int] = field(default_factory=list)  # closed → indexed, the last 1000, for percentiles
+    latency_counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))  # cumulative per bucket
+    latency_sum_ms: int = 0
+    gaps: int = 0
+    errors: int = 0
+
+    def observe(self, row: SegmentRow, closed_ms: int) -> None:
+        self.segments += 1
+        self.bytes += row.size
+        self.object_bytes += row.object_size
+        latency = max(0, now_ms() - closed_ms)
+        self.latency_ms.append(latency)
+        del self.latency_ms[:-1000]
+        self.latency_sum_ms += latency
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if latency <= bound * 1000:
+                self.latency_counts[i] += 1
+
+
+class Ingestor:
+    """Ingests one closed segment; every step is idempotent, so it can be re-run after any crash."""
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        index: Index,
+        keyring: Keyring,
+        spool: Spool,
+        node_id: str,
+        lock_seconds: float = 0.0,
+        on_event: EventSink | None = None,
+        chain_locks: ChainLocks | None = None,
+        on_stored: Callable[[SegmentRow], Awaitable[None]] | None = None,
+    ):
+        self.store = store
+        self.index = index
+        self.keyring = keyring
+        self.spool = spool
+        self.node_id = node_id
+        self.lock_seconds = lock_seconds
+        self.on_event = on_event or no_event
+        # Shared with every other writer of a camera's chain (tombstones, exports): from reading the
+        # head to committing the record, no other record may land in between.
+        self.chain_locks = chain_locks or ChainLocks()
+        self.on_stored = on_stored  # after each newly indexed segment (retention: legal holds of open holds)
+        self.stats = IngestStats()
+        self._buffers = threading.local()  # one seal buffer per S3 worker thread
+
+    def _buffer(self, size: int) -> bytearray:
+        """This S3 worker thread's seal buffer, reused across segments; (re)allocated to fit ``size``."""
+        need = seal_buffer_size(size)
+        buf = getattr(self._buffers, "buf", None)
+        # Reallocate when too small, or when far too big (one huge partial segment must not pin memory).
+        if buf is None or len(buf) < need or len(buf) > max(4 * need, BUFFER_KEEP):
+            buf = self._buffers.buf = bytearray(need + need // 8)
+        return buf
+
+    def _reuse_stored(self, seg: ClosedSegment, key: str, head: ChainHead) -> tuple[dict[str, Any], str | None] | None:
+        """Step 6: the record of an object an earlier attempt already PUT, if it continues the chain."""
+        stored = self.store.guarded(self.store.stat, key)
+        if stored is None:
+            return None
+        rec = stored.record or {}
+        sha = sha256_file(self.spool.path(seg))[0]
+        if rec.get("sha256") != sha or rec.get("seq") != head.next_seq() or rec.get("prev") != head.hash:
+            raise ChainConflict(
+                f"{key} already exists in the bucket with a record that does not continue "
+                f"{seg.camera}'s chain at seq {head.next_seq()}; run `nvr reindex` to reconcile"
+            )
+        return rec, stored.version_id  # crash after PUT, before indexing
+
+    def _store_and_index(self, seg: ClosedSegment, key: str, fresh: bool) -> tuple[SegmentRow, int | None, bool]:
+        """Steps 4-10 of one segment, blocking, on an S3 worker thread; call holding the camera's chain lock.
+
+        One hand-off per segment instead of one per step: each hop costs a
+        worker wake-up and an event-loop wake-up. Returns (row, end of the
+        camera's previous segment, True when the segment was already indexed).
+        """
+        done = self.index.segment_by_object_key(key)
+        if done is not None:  # crash after indexing, before the spool file was removed
+            self.spool.remove(seg)
+            return done, None, True
+        path = self.spool.path(seg)
+        if not path.exists():
+            raise StorageError(f"{seg.camera}/{seg.file}: ticket without its segment file and not in the index")
+        head = self.index.chain_head(seg.camera)
+        prev_end = self.index.last_end_ms(seg.camera)
+        start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
+
+        # A ticket this process wrote, on its first attempt, cannot have an object in S3: no HEAD.
+        reused = None if fresh else self._reuse_stored(seg, key, head)
+        if reused is not None:
+            record, version_id = reused
+        else:
+            key_id = self.keyring.current_kek_id
+            ctx = SegmentContext(camera=seg.camera, object_key=key, start=start, end=end)
+            sealed = seal_file(path, ctx, key_id, self.keyring.kek(key_id), self._buffer(path.stat().st_size))
+            record = segment_record(
+                head=head, start=start, end=end, partial=seg.partial, size=sealed.size, sha256=sealed.sha256,
+                object_key=key, object_size=len(sealed.blob), object_sha256=sealed.object_sha256,
+                key_id=key_id, node=self.node_id,
+            )
+            retain = ms_to_datetime(now_ms()) + timedelta(seconds=self.lock_seconds) if self.lock_seconds else None
+            version_id = self.store.guarded(
+                self.store.put, key, sealed.blob, record=record, sha256=sealed.object_sha256, retain_until=retain,
+            )
+        row = self.index.insert_segment(record, version_id=version_id)
+        self.spool.remove(seg)
+        return row, prev_end, False
+
+    async def ingest(self, seg: ClosedSegment) -> SegmentRow:
+        """Store ``seg`` durably and index it, then remove it from the spool."""
+        key = object_key(seg)
+        fresh = self.spool.claim_fresh(seg)  # claimed before the attempt: a retry always HEADs
+        async with self.chain_locks(seg.camera):
+            row, prev_end, already = await self.store.run_raw(self._store_and_index, seg, key, fresh)
+        if already:
+            return row
+        self.stats.observe(row, seg.closed_ms)
+        if self.on_stored is not None:
+            await self.on_stored(row)
+
+        start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
+        if prev_end is not None and is_gap(prev_end, row.start_ms):
+            self.stats.gaps += 1
+            await self.on_event("recording.gap", seg.camera, {
+                "from": ms_to_rfc3339(prev_end), "to": start, "seconds": (row.start_ms - prev_end) / 1000,
+            })
+        if seg.partial:
+            await self.on_event("segment.partial", seg.camera, {"segment": row.id, "start": start, "end": end})
+        return row
+
+
+class IngestService:
+    """Owns one lane task per camera; lanes wake on a notification or a periodic rescan."""
+
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        retry_max: float = 60.0,
+        rescan_seconds: float = 15.0,
+        on_change: Callable[[], None] | None = None,
+    ):
+        self.ingestor = ingestor
+        self.on_change = on_change or (lambda: None)
+        self.spool = ingestor.spool
+        self.retry_max = retry_max
+        self.rescan_seconds = rescan_seconds
+        self._wake: dict[str, asyncio.Event] = {}
+        self._lanes: dict[str, asyncio.Task] = {}
+        self._idle: dict[str, asyncio.Event] = {}
+        self.storage_error: str | None = None  # set while S3 is unreachable
+        self.lane_errors: dict[str, str] = {}
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.ingestor.stats
+
+    def notify(self, camera: str) -> None:
+        """A ticket was written for ``camera``: wake (or start) its lane."""
+        if camera not in self._lanes:
+            self._wake[camera] = asyncio.Event()
+            self._idle[camera] = asyncio.Event()
+            self._lanes[camera] = asyncio.create_task(self._lane(camera), name=f"ingest:{camera}")
+        self._idle[camera].clear()
+        self._wake[camera].set()
+
+    async def start(self) -> None:
+        """Start lanes for every camera with tickets already waiting in the spool."""
+        for camera in await asyncio.to_thread(self.spool.cameras):
+            self.notify(camera)
+
+    async def _lane(self, camera: str) -> None:
+        delay = 0.5
+        wake, idle = self._wake[camera], self._idle[camera]
+        while True:
+            seg = await asyncio.to_thread(self.spool.next_ticket, camera)
+            if seg is None:
+                wake.clear()
+                idle.set()
+                try:
+                    await asyncio.wait_for(wake.wait(), self.rescan_seconds)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                await self.ingestor.ingest(seg)
+            except TransientStorageError as e:
+                self.ingestor.stats.errors += 1
+                if self.storage_error is None:
+                    log.error("S3 unavailable, segments stay in the spool and are retried: %s", e)
+                self.storage_error = str(e)
+                self.lane_errors[camera] = str(e)
+                self.on_change()
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.retry_max)
+                continue
+            except Exception as e:  # a permanent problem with this segment: never drop it, alarm and retry slowly
+                self.ingestor.stats.errors += 1
+                msg = f"{type(e).__name__}: {e}"
+                if self.lane_errors.get(camera) != msg:
+                    log.error("camera %s: segment %s can't be ingested, kept in the spool: %s", camera, seg.file, msg)
+                    await self.ingestor.on_event("ingest.error", camera, {"file": seg.file, "error": msg})
+                self.lane_errors[camera] = msg
+                self.on_change()
+                await asyncio.sleep(self.retry_max)
+                continue
+            if self.storage_error is not None:
+                log.warning("S3 reachable again, uploading the spool backlog")
+            self.storage_error = None
+            self.lane_errors.pop(camera, None)
+            delay = 0.5
+            self.on_change()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every lane has emptied its spool queue (True) or ``timeout`` passes (False)."""
+        for camera in list(self._lanes):
+            self.notify(camera)
+        waits = [asyncio.create_task(ev.wait()) for ev in self._idle.values()]
+        if not waits:
+            return True
+        done, pending = await asyncio.wait(waits, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        return not pending
+
+    async def stop(self) -> None:
+        """Cancel every lane and wait for it; tickets left behind are ingested at the next start."""
+        lanes = list(self._lanes.values())
+        for task in reversed(lanes):
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()

@@ -1,0 +1,58 @@
+"""The recorder's ffmpeg command line, built with ffmpeg-python (never through a shell)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python
+
+from nvr.base.ffmpeg import FMP4_FLAGS
+from nvr.config.settings import CameraConfig
+
+
+def record_command(
+    ffmpeg: str,
+    camera: CameraConfig,
+    out_pattern: Path,
+    *,
+    segment_seconds: float,
+    connect_timeout: float,
+) -> list[str]:
+    """The argv of one recording run: copy the camera's streams into fragmented-MP4 segments.
+
+    The segment list goes to stdout as CSV (``file,start,end`` in stream
+    seconds), one line the moment each segment is closed.
+    """
+    scheme = camera.url.split(":", 1)[0].lower()
+    if scheme == "lavfi":
+        # The synthetic demo source has no encoded stream to copy, so it is encoded here (small and fast).
+        graph = camera.url.split(":", 1)[1]
+        src = ffmpeg_python.input(graph, f="lavfi", re=None)
+        codec = {
+            "vcodec": "libx264", "preset": "ultrafast", "tune": "zerolatency", "pix_fmt": "yuv420p",
+            # A keyframe every second whatever the frame rate, so segments cut on time.
+            "force_key_frames": "expr:gte(t,n_forced*1)", "b:v": "400k", "threads": 1,
+        }
+    else:
+        in_opts: dict[str, object] = {}
+        if scheme in ("rtsp", "rtsps"):
+            in_opts["rtsp_transport"] = camera.rtsp_transport
+            in_opts["timeout"] = int(connect_timeout * 1_000_000)  # socket I/O timeout, microseconds
+        elif scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
+            in_opts["rw_timeout"] = int(connect_timeout * 1_000_000)
+        src = ffmpeg_python.input(camera.url, **in_opts)
+        codec = {"c": "copy"}
+    streams = [src["v"], src["a?"]] if camera.audio else [src["v"]]
+    out = ffmpeg_python.output(
+        *streams,
+        str(out_pattern),
+        f="segment",
+        segment_time=f"{segment_seconds:g}",
+        segment_format="mp4",
+        segment_format_options=FMP4_FLAGS,
+        segment_list="pipe:1",
+        segment_list_type="csv",
+        reset_timestamps=1,
+        **codec,
+    )
+    return ffmpeg_python.compile(out.global_args("-hide_banner", "-nostats", "-loglevel", "warning"), cmd=ffmpeg)

@@ -1,0 +1,277 @@
+"""One camera's recorder: supervises ffmpeg runs and turns its segment list into closed segments.
+
+A run is one ffmpeg process. The supervisor restarts it with capped, jittered
+back-off when it exits, kills and restarts it when no segment closed within the
+stall deadline or when its clock drifts, and on stop asks it to finish the
+current segment (``q``, then SIGINT, then SIGKILL). Files a run leaves without
+a segment-list line become partial segments (see ``nvr.recovery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import ctypes
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nvr.base.redact import redact_text, url_secrets
+from nvr.base.times import ms_to_rfc3339, now_ms
+from nvr.config.settings import CameraConfig, Config
+from nvr.recording.backoff import Backoff
+from nvr.recording.command import record_command
+from nvr.recording.runclock import RunClock
+from storage.spool import ClosedSegment, Spool, closed_now, run_id
+
+log = logging.getLogger("nvr.recorder")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Runs in the child before exec: ffmpeg gets SIGKILL if nvr dies, so no orphan writes into the spool."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class CameraStatus:
+    """What the API shows about a camera's recording; every string is redacted."""
+
+    camera: str
+    state: str = "stopped"  # starting | recording | backoff | stopping | stopped
+    run: str | None = None
+    pid: int | None = None
+    since: str | None = None
+    last_segment_end: str | None = None
+    last_segment_closed: str | None = None
+    segments: int = 0
+    restarts: int = 0
+    last_exit_code: int | None = None
+    last_error: str | None = None
+    next_retry_in: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SegmentSink = Callable[[ClosedSegment], Awaitable[None]]
+FloorFn = Callable[[str], Awaitable[int | None]]
+RecoverFn = Callable[[str], Awaitable[None]]
+
+
+class CameraRecorder:
+    """Supervises ffmpeg for one camera until :meth:`stop`."""
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        cfg: Config,
+        *,
+        ffmpeg: str,
+        spool: Spool,
+        floor: FloorFn,
+        on_segment: SegmentSink,
+        recover: RecoverFn,
+        on_change: Callable[[], None] = lambda: None,
+    ):
+        self.camera = camera
+        self.cfg = cfg
+        self.ffmpeg = ffmpeg
+        self.spool = spool
+        self.floor = floor
+        self.on_segment = on_segment
+        self.recover = recover
+        self.on_change = on_change
+        rc = cfg.recording
+        self.backoff = Backoff(rc.backoff_initial, rc.backoff_max, rc.healthy_after)
+        self.status = CameraStatus(camera=camera.id)
+        self._secrets = url_secrets(camera.url)
+        self._stop = asyncio.Event()
+        self._kick = asyncio.Event()  # stop or restart requested
+        self._restart_reason: str | None = None
+        self._progress = time.monotonic()
+
+    # ------------------------------------------------------------------ control
+
+    def redact(self, text: str) -> str:
+        return redact_text(text, self._secrets)
+
+    def request_restart(self, reason: str) -> None:
+        """End the current run after its segment; the supervisor starts a new one at once."""
+        self._restart_reason = reason
+        self._kick.set()
+
+    def stop(self) -> None:
+        """Ask the supervisor to finish the current segment and exit."""
+        self._stop.set()
+        self._kick.set()
+
+    # ------------------------------------------------------------------ supervision
+
+    async def run(self) -> None:
+        """Record until stopped: one ffmpeg run after another."""
+        cam = self.camera.id
+        try:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                await self._one_run()
+                if self._stop.is_set():
+                    break
+                if self._restart_reason == "drift":
+                    delay = 0.0
+                else:
+                    delay = self.backoff.next_delay(time.monotonic() - started)
+                self._restart_reason = None
+                self.status.restarts += 1
+                self.status.state = "backoff"
+                self.status.next_retry_in = round(delay, 2)
+                self.on_change()
+                log.info("camera %s: restarting ffmpeg in %.1f s (restart %d)", cam, delay, self.status.restarts)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                self.status.next_retry_in = None
+        finally:
+            self.status.state = "stopped"
+            self.status.pid = None
+            self.on_change()
+
+    async def _one_run(self) -> None:
+        cam = self.camera.id
+        spawned = now_ms()
+        run = run_id(spawned)
+        clock = RunClock(
+            spawned_ms=spawned, floor_ms=await self.floor(cam), max_drift_ms=int(self.cfg.recording.max_drift * 1000)
+        )
+        pattern = self.spool.camera_dir(cam) / f"{run}-%06d.mp4"
+        argv = record_command(
+            self.ffmpeg, self.camera, pattern,
+            segment_seconds=self.cfg.segment_seconds(self.camera),
+            connect_timeout=self.cfg.recording.connect_timeout,
+        )
+        self._kick.clear()
+        self._restart_reason = None
+        self.status.state = "starting"
+        self.status.run = run
+        self.status.since = ms_to_rfc3339(spawned)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # a terminal's Ctrl-C reaches nvr, which stops ffmpeg in order
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as e:
+            self.status.last_error = self.redact(f"can't start ffmpeg: {e}")
+            log.error("camera %s: %s", cam, self.status.last_error)
+            return
+        self.status.pid = proc.pid
+        self.on_change()
+        log.info("camera %s: ffmpeg run %s started (pid %d) from %s", cam, run, proc.pid, self.camera.display_url)
+        self._progress = time.monotonic()
+        reader = asyncio.create_task(self._read_segment_list(proc, clock, run), name=f"rec:{cam}:list")
+        errors = asyncio.create_task(self._read_stderr(proc), name=f"rec:{cam}:stderr")
+        try:
+            reason = await self._watch(reader)
+            if reason != "exited":
+                if reason == "stalled":
+                    self.status.last_error = self.redact(
+                        f"no segment closed for {self.cfg.stall_timeout(self.camera):.0f} s; ffmpeg restarted"
+                    )
+                    log.warning("camera %s: %s", cam, self.status.last_error)
+                self.status.state = "stopping"
+                await self._finish(proc)
+            await reader
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            rc = await proc.wait()
+            await asyncio.gather(reader, errors, return_exceptions=True)
+            self.status.last_exit_code = rc
+            self.status.pid = None
+            if rc != 0 and not self._stop.is_set():
+                log.warning("camera %s: ffmpeg exited with %d: %s", cam, rc, self.status.last_error or "(no message)")
+            self.on_change()
+            # Whatever this run left without a segment-list line is a partial segment: ingest it now.
+            await self.recover(cam)
+
+    async def _watch(self, reader: asyncio.Task) -> str:
+        """Wait for the run to end: 'exited', 'stopping', 'stalled', or a restart reason."""
+        stall = self.cfg.stall_timeout(self.camera)
+        kick = asyncio.create_task(self._kick.wait(), name=f"rec:{self.camera.id}:kick")
+        try:
+            while True:
+                remaining = self._progress + stall - time.monotonic()
+                done, _ = await asyncio.wait({reader, kick}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    return "exited"
+                if kick in done:
+                    return "stopping" if self._stop.is_set() else (self._restart_reason or "restart")
+                if time.monotonic() - self._progress >= stall:
+                    return "stalled"
+        finally:
+            kick.cancel()
+            await asyncio.gather(kick, return_exceptions=True)
+
+    async def _finish(self, proc: asyncio.subprocess.Process) -> None:
+        """Ask ffmpeg to close its segment and exit: 'q', then SIGINT, then SIGKILL."""
+        grace = self.cfg.recording.stop_grace
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError, AttributeError):
+            proc.stdin.write(b"q")
+            await proc.stdin.drain()
+            proc.stdin.close()
+        for sig, wait in ((None, grace), (signal.SIGINT, grace / 2)):
+            if sig is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(proc.wait(), wait)
+                return
+            except TimeoutError:
+                continue
+        log.warning("camera %s: ffmpeg did not finish within %.0f s, killed", self.camera.id, grace * 1.5)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+    async def _read_segment_list(self, proc: asyncio.subprocess.Process, clock: RunClock, run: str) -> None:
+        cam = self.camera.id
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            wall = now_ms()
+            text = line.decode("utf-8", "replace").strip()
+            if not text:
+                continue
+            try:
+                name, s_start, s_end = next(csv.reader([text]))[:3]
+                placed = clock.place(float(s_start), float(s_end), wall)
+                seg = closed_now(cam, name.rsplit("/", 1)[-1], placed.start_ms, placed.end_ms)
+            except (ValueError, StopIteration) as e:
+                log.error("camera %s: unreadable segment-list line %r: %s", cam, self.redact(text), e)
+                continue
+            await asyncio.to_thread(self.spool.write_ticket, seg)
+            self._progress = time.monotonic()
+            self.status.state = "recording"
+            self.status.segments += 1
+            self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)
+            self.status.last_segment_closed = ms_to_rfc3339(wall)
+            self.on_change()
+            await self.on_segment(seg)
+            if clock.drifted(placed):
+                log.warning("camera %s: stream clock drifted %.1f s from the wall clock; starting a new run",
+                            cam, placed.drift_ms / 1000)
+                self.request_restart("drift")
+
+    async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stderr is not None
+        while line := await proc.stderr.readline():
+            text = self.redact(line.decode("utf-8", "replace").strip())
+            if text:
+                self.status.last_error = text[:500]
+                log.debug("camera %s: ffmpeg: %s", self.camera.id, text)

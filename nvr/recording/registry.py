@@ -1,0 +1,142 @@
+"""The camera registry: cameras persist in the index, config-file cameras are imported at start.
+
+Whose word counts: the latest change wins, whether made in the config file or
+over the API. At start, a config camera whose file entry changed since it was
+last imported (or that was never imported) is (re)imported; one whose entry
+is unchanged keeps whatever the API made of it since, including a deletion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import Any
+
+from nvr.base.errors import ConfigError, Conflict, InvalidInput, NotFound
+from nvr.config.settings import CameraConfig, camera_from_table
+from nvr.recording.supervisor import RecorderSupervisor
+from storage.audit import AuditLog
+from storage.index import Index
+
+log = logging.getLogger("nvr.cameras")
+
+EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio")
+# Fields whose change needs a new ffmpeg run.
+RECORDING_FIELDS = ("url", "enabled", "segment_seconds", "rtsp_transport", "audio")
+
+
+def _config_hash(cam: CameraConfig) -> str:
+    return hashlib.sha256(json.dumps(cam.to_table(), sort_keys=True).encode()).hexdigest()
+
+
+def camera_from_json(body: dict[str, Any]) -> CameraConfig:
+    """Validate an API camera body; errors name the field."""
+    try:
+        return camera_from_table(body, "")
+    except ConfigError as e:
+        raise InvalidInput(str(e), field=e.key) from None
+
+
+class CameraRegistry:
+    """Registered cameras and their recorders; every change is audited."""
+
+    def __init__(self, index: Index, supervisor: RecorderSupervisor, audit: AuditLog):
+        self.index = index
+        self.supervisor = supervisor
+        self.audit = audit
+        self._cameras: dict[str, CameraConfig] = {}
+        self._sources: dict[str, str] = {}
+        self._lock = asyncio.Lock()  # one change at a time: start/stop order stays consistent
+
+    # ------------------------------------------------------------------ start
+
+    async def load(self, from_config: tuple[CameraConfig, ...]) -> None:
+        """Import config cameras (latest change wins), then start a recorder per enabled camera."""
+        registered = {cid: (cfg, src, h, deleted) for cid, cfg, src, h, deleted in
+                      await asyncio.to_thread(self.index.cameras, include_deleted=True)}
+        for cam in from_config:
+            digest = _config_hash(cam)
+            known = registered.get(cam.id)
+            if known is None or known[2] != digest:
+                await asyncio.to_thread(self.index.put_camera, cam.id, cam.to_table(), source="config",
+                                        config_hash=digest)
+                if known is not None:
+                    await self.audit.system("camera.update", cam.id, {"source": "config file"})
+            elif known[3] is not None:
+                log.warning("camera %s is in the config file but was deleted over the API; not recording "
+                            "(change its config entry to register it again)", cam.id)
+        for cid, table, source, _, _ in await asyncio.to_thread(self.index.cameras):
+            try:
+                cam = camera_from_table(table, f"registered camera {cid}")
+            except ConfigError as e:
+                log.error("%s; not recording it", e)
+                continue
+            self._cameras[cid] = cam
+            self._sources[cid] = source
+            if cam.enabled:
+                self.supervisor.start(cam)
+            else:
+                log.info("camera %s is disabled, not recording", cid)
+
+    # ------------------------------------------------------------------ queries
+
+    def get(self, camera_id: str) -> CameraConfig | None:
+        return self._cameras.get(camera_id)
+
+    def all(self) -> list[CameraConfig]:
+        return [self._cameras[k] for k in sorted(self._cameras)]
+
+    def source(self, camera_id: str) -> str:
+        return self._sources.get(camera_id, "api")
+
+    # ------------------------------------------------------------------ changes
+
+    async def create(self, body: dict[str, Any], actor: tuple[str, str]) -> CameraConfig:
+        cam = camera_from_json(body)
+        async with self._lock:
+            if cam.id in self._cameras:
+                raise Conflict(f"camera {cam.id!r} already exists; PATCH /api/v1/cameras/{cam.id} changes it")
+            await asyncio.to_thread(self.index.put_camera, cam.id, cam.to_table(), source="api")
+            self._cameras[cam.id] = cam
+            self._sources[cam.id] = "api"
+            if cam.enabled:
+                self.supervisor.start(cam)
+        await self.audit.record("camera.create", cam.id, {"url": cam.display_url, "enabled": cam.enabled}, actor=actor)
+        return cam
+
+    async def update(self, camera_id: str, patch: dict[str, Any], actor: tuple[str, str]) -> CameraConfig:
+        unknown = sorted(set(patch) - set(EDITABLE))
+        if unknown:
+            what = "id can't be changed" if unknown == ["id"] else f"unknown field {unknown[0]!r}"
+            raise InvalidInput(f"{what}; editable fields: {', '.join(EDITABLE)}", field=unknown[0])
+        async with self._lock:
+            old = self._cameras.get(camera_id)
+            if old is None:
+                raise NotFound(f"camera {camera_id!r} does not exist")
+            table = {**old.to_table(), **patch}
+            if table.get("segment_seconds") is None:  # null: back to the global default
+                table.pop("segment_seconds", None)
+            new = camera_from_json(table)
+            changed = {k: patch[k] for k in patch if getattr(old, k) != getattr(new, k)}
+            await asyncio.to_thread(self.index.put_camera, camera_id, new.to_table(), source=self.source(camera_id))
+            self._cameras[camera_id] = new
+            if any(k in changed for k in RECORDING_FIELDS):
+                await self.supervisor.stop(camera_id)
+                if new.enabled:
+                    self.supervisor.start(new)
+        shown = {k: (new.display_url if k == "url" else v) for k, v in changed.items()}
+        await self.audit.record("camera.update", camera_id, {"changed": shown}, actor=actor)
+        return new
+
+    async def delete(self, camera_id: str, actor: tuple[str, str]) -> None:
+        """Stop recording and unregister; footage and ledger stay."""
+        async with self._lock:
+            if camera_id not in self._cameras:
+                raise NotFound(f"camera {camera_id!r} does not exist")
+            await self.supervisor.stop(camera_id)
+            await asyncio.to_thread(self.index.delete_camera, camera_id)
+            del self._cameras[camera_id]
+            self._sources.pop(camera_id, None)
+        await self.audit.record("camera.delete", camera_id, {"footage": "kept"}, actor=actor)

@@ -1,0 +1,59 @@
+"""Owns the camera recorders: one named task each, started and stopped at runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from nvr.config.settings import CameraConfig
+from nvr.recording.recorder import CameraRecorder, CameraStatus
+
+log = logging.getLogger("nvr.supervisor")
+
+
+class RecorderSupervisor:
+    """Starts a recorder per enabled camera; stops them in reverse order of start."""
+
+    def __init__(self, factory: Callable[[CameraConfig], CameraRecorder]):
+        self.factory = factory
+        self._recorders: dict[str, CameraRecorder] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    def start(self, camera: CameraConfig) -> None:
+        if camera.id in self._tasks:
+            raise RuntimeError(f"camera {camera.id} is already recording")
+        rec = self.factory(camera)
+        self._recorders[camera.id] = rec
+        self._tasks[camera.id] = asyncio.create_task(rec.run(), name=f"recorder:{camera.id}")
+
+    async def stop(self, camera_id: str) -> None:
+        """Finish the camera's current segment and stop its recorder."""
+        rec = self._recorders.pop(camera_id, None)
+        task = self._tasks.pop(camera_id, None)
+        if rec is None or task is None:
+            return
+        rec.stop()
+        try:
+            await task
+        except Exception:
+            log.exception("camera %s: recorder failed while stopping", camera_id)
+
+    async def stop_all(self) -> None:
+        """Stop every recorder: all are asked at once (each gets its grace), awaited in reverse start order."""
+        ids = list(self._tasks)[::-1]
+        for cid in ids:
+            self._recorders[cid].stop()
+        results = await asyncio.gather(*(self._tasks[cid] for cid in ids), return_exceptions=True)
+        for cid, res in zip(ids, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+                log.error("camera %s: recorder ended with %r", cid, res)
+        self._recorders.clear()
+        self._tasks.clear()
+
+    def status(self, camera_id: str) -> CameraStatus | None:
+        rec = self._recorders.get(camera_id)
+        return rec.status if rec else None
+
+    def statuses(self) -> dict[str, CameraStatus]:
+        return {cid: rec.status for cid, rec in self._recorders.items()}
