@@ -1,6 +1,6 @@
 """Measurement 3, the ingest pipeline: hash + encrypt + PUT + index, from pre-made segments (no ffmpeg).
 
-The product's own ``storage.ingest.IngestService`` runs in this process
+The product's own ``nvr.ingest.lanes.IngestService`` runs in this process
 against the embedded S3, on spool files and tickets laid out exactly as the
 recorder leaves them (every file is a hard link to one real 10 s, ~5 MB
 segment of the 1080p clip).
@@ -118,7 +118,7 @@ def raw_puts(store, data: bytes, cameras: int, per_camera: int, prefix: str) -> 
 
 async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int, run_ms: int) -> tuple[float, float]:
     """Queue C × K segments, then let an IngestService drain them; (seconds, cpu seconds)."""
-    from nvr.ingest.pipeline import IngestService
+    from nvr.ingest.lanes import IngestService
 
     for c in range(cameras):
         for n in range(per_camera):
@@ -138,7 +138,7 @@ async def drain_queued(parts: Parts, source: Path, cameras: int, per_camera: int
 
 async def paced(parts: Parts, source: Path, cameras: int, seconds: float, run_ms: int) -> list[int]:
     """P cameras each closing a segment every SEGMENT_SECONDS (staggered); closed → indexed latencies (ms)."""
-    from nvr.ingest.pipeline import IngestService
+    from nvr.ingest.lanes import IngestService
 
     svc = IngestService(parts.ingestor, retry_max=5.0)
     before = parts.ingestor.stats.segments

@@ -60,7 +60,7 @@ async def _noop_audit(*args: Any, **kw: Any) -> None:
 async def sweep_side(index_path, s3, bucket: str) -> dict[str, Any]:
     """Run the product's sweep over every segment of the index; raises if the API is not there (yet)."""
     from nvr.config.retention import Rule, RuleSet
-    from retention.holds import HoldManager
+    from retention.legalholds import HoldManager
     from retention.store import RetentionStore
     from retention.sweep import Sweeper
     from storage.chainlock import ChainLocks

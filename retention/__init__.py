@@ -1,7 +1,10 @@
-"""Retention rules, holds and the sweep that deletes (see docs/retention.md).
+"""Retention: the rules in force, holds, and the sweep that deletes (see docs/retention.md).
 
-Stages: ``policy`` (the pure decision), ``rules`` (the config's floor),
-``store`` (persistence in the index), ``holds`` (holds and S3 legal holds),
-``sweep`` (two-phase deletion, preview), ``scheduler`` (the APScheduler job);
-``service.RetentionService`` is what the server, the API and the CLI use.
+Modules, lowest first: ``policy`` (the pure plan), ``store`` (this stage's
+tables in the index), ``holds`` (a hold's request, record and JSON form),
+``legalholds`` (placing and releasing holds, S3 legal holds), ``rules`` (the
+rules in force and their changes), ``sweep`` (two-phase deletion, preview),
+``scheduler`` (the periodic job), ``storagefull`` (the low-disk sweep and
+alarm); ``service.RetentionService`` is what the server, the API and the CLI
+use. The rule model itself is ``nvr.config.retention``.
 """

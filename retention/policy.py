@@ -1,9 +1,9 @@
-"""The pure retention decision: which stored segments a sweep deletes, and why.
+"""The pure retention plan: which stored segments a sweep deletes, and why.
 
 No I/O, no clock, no asyncio: :func:`plan` takes the segments the index knows,
-the rules, the holds and ``now_ms`` and returns a :class:`Plan`. The same input
-(in any order) always gives the same plan, so a preview shown to an operator is
-exactly what the sweep will do at that instant.
+the rules (``nvr.config.retention``), the holds and ``now_ms`` and returns a
+:class:`Plan`. The same input (in any order) always gives the same plan, so a
+preview shown to an operator is exactly what the sweep will do at that instant.
 
 Order of the rules, each seeing what the previous ones already took:
 
@@ -33,21 +33,17 @@ Choices where the retention issue is silent:
   counts in ``usage_before`` and in the quota *trigger* (the bucket really holds
   it), and ``usage_after`` is the projected usage once this plan and the
   pending deletions are done.
-* Times: ``min_age`` and ``max_age`` are rounded *up* to whole milliseconds, so
-  rounding never deletes earlier. A segment is young while
-  ``now - end < min_age`` and too old when ``now - end > max_age`` (exactly
-  ``max_age`` old is kept). A hold expires at ``expires_ms`` (active while
-  ``now < expires_ms``).
-* Floors: ``min_age`` must be at least one minute (the config's floor too);
-  ``max_age`` must be at least the camera's resolved ``min_age``, so there is
-  no separate one-hour floor: one-minute ``max_age`` with one-minute
-  ``min_age`` is allowed (tests and demos use it).
-* An override cannot remove a default limit, only change it (``None`` means
-  "inherit"); give a camera a very large ``max_age`` to keep it longer.
+* Times: a segment is young while ``now - end < min_age`` and too old when
+  ``now - end > max_age`` (exactly ``max_age`` old is kept). A hold expires at
+  ``expires_ms`` (active while ``now < expires_ms``), and footage that only
+  touches a hold's start or end is not held.
 * "Kept only because of holds" (the preview's ``held_*``) = held segments that
   the same rules select when the plan is computed again without any hold.
 * Sizes are the bytes in the bucket: the *object* size (encrypted), which is
   what :meth:`SegmentInfo.from_row` takes from an index row.
+* Storage full: :func:`emergency_rules` turns a shortfall of free space into
+  a quota, so the storage-full sweep is this same plan (holds and ``min_age``
+  still apply), not a second decision.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import compress, count, islice
 from operator import attrgetter, eq
 from types import MappingProxyType
@@ -125,6 +121,7 @@ class Hold:
         return not self.released and (self.expires_ms is None or now_ms < self.expires_ms)
 
     def covers(self, camera: str) -> bool:
+        """Whether the hold applies to ``camera``'s footage at all."""
         return self.cameras is None or camera in self.cameras
 
     def overlaps(self, start_ms: int, end_ms: int) -> bool:
@@ -224,10 +221,12 @@ class Plan:
 
     @property
     def delete_bytes(self) -> int:
+        """Object bytes of the segments this plan deletes (pending ones not included)."""
         return sum(d.segment.size for d in self.deletions)
 
     @property
     def ids(self) -> tuple[str, ...]:
+        """The ids of :attr:`deletions`, oldest first."""
         return tuple(d.segment.id for d in self.deletions)
 
 
@@ -417,3 +416,23 @@ def plan(segments: Iterable[SegmentInfo], rules: RuleSet, holds: Iterable[Hold],
         pending_bytes=pending,
         quota_unmet=unmet,
     )
+
+
+def emergency_rules(rules: RuleSet, usage: int, need: int) -> RuleSet:
+    """``rules`` with a quota that frees at least ``need`` of ``usage`` bytes, oldest first across cameras.
+
+    The storage-full sweep: the same plan (holds, ``min_age`` and every rule
+    still apply), with a quota triggered now whose low watermark is
+    ``usage - need`` (or the configured quota's, if that asks for more).
+    """
+    if need <= 1 or usage < 2:
+        return rules
+    target = float(usage - need)
+    q = rules.quota_bytes
+    if q is not None and usage > rules.high_watermark * q:
+        target = min(target, rules.low_watermark * q)
+    quota = usage - 1  # high watermark 1.0: usage is above it, so the quota triggers
+    low = max(target, 0.0) / quota
+    if low >= 1.0:
+        return rules
+    return replace(rules, quota_bytes=quota, high_watermark=1.0, low_watermark=max(low, 1e-12))

@@ -8,7 +8,7 @@ the index.
 
 Rules: every change is a new row of ``retention_rules`` (the highest version is
 in force), so the history of rule changes is kept beside the audit log. Whose
-word counts, as for cameras (``nvr/cameras.py``): the latest change wins. At
+word counts, as for cameras (``nvr/recording/registry.py``): the latest change wins. At
 start the config file's rules are imported when they differ from the config
 rules last imported (a hash is kept); otherwise the stored rules, possibly
 changed over the API since, stay in force.
@@ -40,7 +40,7 @@ from typing import Any
 
 from nvr.base.errors import Conflict, NotFound
 from nvr.config.retention import RuleSet, rules_from_dict, rules_to_dict
-from retention.policy import Hold
+from retention.holds import HoldRecord
 from storage.index import Index
 from storage.ledger import canonical_json
 
@@ -97,6 +97,7 @@ KEEP_RUNS = 1000
 
 
 def rules_hash(rules: RuleSet) -> str:
+    """SHA-256 of the canonical JSON form: how a start tells whether the config file's rules changed."""
     return hashlib.sha256(canonical_json(rules_to_dict(rules))).hexdigest()
 
 
@@ -110,38 +111,6 @@ class StoredRules:
     changed_ms: int
     actor: str
     config_hash: str | None
-
-
-@dataclass(frozen=True)
-class HoldRecord:
-    """A hold as stored; :meth:`policy` gives what the decision needs."""
-
-    id: str
-    case_id: str
-    cameras: tuple[str, ...] | None  # None: every camera
-    start_ms: int
-    end_ms: int | None
-    reason: str
-    expires_ms: int | None
-    created_ms: int
-    created_by: str
-    released_ms: int | None = None
-    released_by: str | None = None
-    release_reason: str | None = None
-
-    def policy(self) -> Hold:
-        return Hold(self.id, None if self.cameras is None else frozenset(self.cameras), self.start_ms,
-                    self.end_ms, self.expires_ms, self.released_ms is not None)
-
-    def state(self, now_ms: int) -> str:
-        if self.released_ms is not None:
-            return "released"
-        if self.expires_ms is not None and now_ms >= self.expires_ms:
-            return "expired"
-        return "active"
-
-    def active(self, now_ms: int) -> bool:
-        return self.state(now_ms) == "active"
 
 
 @dataclass(frozen=True)
@@ -165,6 +134,8 @@ class PendingDeletion:
 
 @dataclass(frozen=True)
 class LegalHoldEntry:
+    """An object version on which this stage set an S3 legal hold."""
+
     segment_id: str
     camera: str
     object_key: str
@@ -220,9 +191,9 @@ class RetentionStore:
     # ------------------------------------------------------------------ rules
 
     def current_rules(self) -> StoredRules | None:
+        """The rules in force (the highest version), or None before the first import."""
         with self.index.transaction() as db:
             return _current_rules(db)
-
 
     @staticmethod
     def _insert_rules(db: sqlite3.Connection, rules: RuleSet, *, source: str, actor: str, now_ms: int,
@@ -257,12 +228,14 @@ class RetentionStore:
     # ------------------------------------------------------------------ holds
 
     def holds(self, *, include_released: bool = True) -> list[HoldRecord]:
+        """Holds by id order (the order they were placed)."""
         sql = f"SELECT {_HOLD_COLUMNS} FROM retention_holds"
         if not include_released:
             sql += " WHERE released_ms IS NULL"
         return [_hold(r) for r in self.index.query(sql + " ORDER BY n")]
 
     def hold(self, hold_id: str) -> HoldRecord | None:
+        """The hold with this id, or None (also for a string that is not a hold id)."""
         n = hold_number(hold_id)
         if n is None:
             return None
@@ -271,6 +244,7 @@ class RetentionStore:
 
     def add_hold(self, *, case_id: str, cameras: Iterable[str] | None, start_ms: int, end_ms: int | None,
                  reason: str, expires_ms: int | None, actor: str, now_ms: int) -> HoldRecord:
+        """A new hold, committed: it protects from this transaction on."""
         cams = sorted(set(cameras)) if cameras is not None else None
         with self.index.transaction() as db:
             cur = db.execute(
@@ -283,14 +257,15 @@ class RetentionStore:
                           reason, expires_ms, now_ms, actor)
 
     def release_hold(self, hold_id: str, *, actor: str, reason: str, now_ms: int) -> HoldRecord:
+        """Record the release on the hold's row; :class:`HoldNotFound` or :class:`HoldAlreadyReleased`."""
         n = hold_number(hold_id)
         with self.index.transaction() as db:
             row = db.execute(f"SELECT {_HOLD_COLUMNS} FROM retention_holds WHERE n = ?", (n,)).fetchone() \
                 if n is not None else None
             if row is None:
-                raise HoldNotFound(hold_id)
+                raise HoldNotFound(f"hold {hold_id!r} does not exist", hold=hold_id)
             if row[9] is not None:
-                raise HoldAlreadyReleased(hold_id)
+                raise HoldAlreadyReleased(f"hold {hold_id} is already released", hold=hold_id)
             db.execute("UPDATE retention_holds SET released_ms = ?, released_by = ?, release_reason = ? WHERE n = ?",
                        (now_ms, actor, reason, n))
         return _hold(row[:9] + (now_ms, actor, reason))
@@ -303,6 +278,7 @@ class RetentionStore:
         return [_hold(r) for r in rows]
 
     def note_expired(self, hold_id: str) -> None:
+        """The hold's expiry has been audited (so it is audited once)."""
         with self.index.transaction() as db:
             db.execute("UPDATE retention_holds SET expiry_noted = 1 WHERE n = ?", (hold_number(hold_id),))
 
@@ -326,20 +302,24 @@ class RetentionStore:
     # ------------------------------------------------------------------ legal holds
 
     def legal_holds(self) -> dict[str, LegalHoldEntry]:
+        """Segment id -> the legal hold this stage set on its object."""
         rows = self.index.query("SELECT segment_id, camera, object_key, version_id FROM retention_legal_holds")
         return {r[0]: LegalHoldEntry(*r) for r in rows}
 
     def add_legal_hold(self, seg: CoveredSegment, now_ms: int) -> None:
+        """Note a legal hold set on ``seg``'s object version."""
         with self.index.transaction() as db:
             db.execute("INSERT OR REPLACE INTO retention_legal_holds (segment_id, camera, object_key, version_id, "
                        "set_ms) VALUES (?, ?, ?, ?, ?)",
                        (seg.segment_id, seg.camera, seg.object_key, seg.version_id, now_ms))
 
     def remove_legal_hold(self, segment_id: str) -> None:
+        """Forget the legal hold of ``segment_id`` (cleared in S3, or its object is gone)."""
         with self.index.transaction() as db:
             db.execute("DELETE FROM retention_legal_holds WHERE segment_id = ?", (segment_id,))
 
     def segment_states(self, ids: Iterable[str]) -> dict[str, str]:
+        """Segment id -> state, for the ids the index knows (queried 500 at a time)."""
         ids = list(ids)
         out: dict[str, str] = {}
         for i in range(0, len(ids), 500):
@@ -356,10 +336,14 @@ class RetentionStore:
         return self.index.query("SELECT id, camera, start_ms, end_ms, object_size, state, ingested_ms "
                                 "FROM segments WHERE state != 'deleted'")
 
+    def usage_bytes(self) -> int:
+        """Bytes in the bucket per the index: the object size of every segment not deleted."""
+        return self.index.query("SELECT COALESCE(SUM(object_size), 0) FROM segments WHERE state != 'deleted'")[0][0]
+
     # ------------------------------------------------------------------ two-phase deletion
 
     def mark_pending(self, selected: Iterable[tuple[str, str]], *, run_id: int, now_ms: int) -> list[str]:
-        """Phase 1, one transaction: stored → pending_delete with the rule; ids actually marked."""
+        """Sweep step 2, one transaction: stored → pending_delete with the rule; the ids actually marked."""
         marked: list[str] = []
         with self.index.transaction() as db:
             for sid, rule in selected:
@@ -381,9 +365,11 @@ class RetentionStore:
         return [PendingDeletion(*r) for r in rows]
 
     def pending_count(self) -> int:
+        """How many segments are in state pending_delete."""
         return self.index.query("SELECT COUNT(*) FROM segments WHERE state = 'pending_delete'")[0][0]
 
     def note_failures(self, errors: Mapping[str, str]) -> None:
+        """Count a failed attempt and keep the last S3 error (cut to 500 characters) of each segment."""
         with self.index.transaction() as db:
             for sid, err in errors.items():
                 db.execute("UPDATE retention_pending SET attempts = attempts + 1, error = ? WHERE segment_id = ?",
@@ -391,7 +377,7 @@ class RetentionStore:
 
     @staticmethod
     def finish_deleted_in(db: sqlite3.Connection, segment_id: str) -> None:
-        """Phase 4: pending_delete → deleted, pending row gone; inside the caller's ``Index.transaction()``."""
+        """Sweep step 5: pending_delete → deleted, pending row gone; inside the caller's ``Index.transaction()``."""
         db.execute("UPDATE segments SET state = 'deleted' WHERE id = ? AND state = 'pending_delete'", (segment_id,))
         db.execute("DELETE FROM retention_pending WHERE segment_id = ?", (segment_id,))
 
@@ -412,6 +398,7 @@ class RetentionStore:
     # ------------------------------------------------------------------ runs
 
     def start_run(self, trigger: str, now_ms: int) -> int:
+        """A new run's id; runs older than the last :data:`KEEP_RUNS` are dropped."""
         with self.index.transaction() as db:
             cur = db.execute("INSERT INTO retention_runs (trigger, started_ms) VALUES (?, ?)", (trigger, now_ms))
             run_id = cur.lastrowid
@@ -419,13 +406,13 @@ class RetentionStore:
         return run_id
 
     def finish_run(self, run_id: int, report: Mapping[str, Any], now_ms: int) -> None:
+        """Keep the run's report."""
         with self.index.transaction() as db:
             db.execute("UPDATE retention_runs SET finished_ms = ?, report = ? WHERE id = ?",
                        (now_ms, json.dumps(report, sort_keys=True), run_id))
 
 
-
-def _current_rules(db) -> StoredRules | None:
+def _current_rules(db: sqlite3.Connection) -> StoredRules | None:
     """The newest stored rules version (inside the caller's transaction)."""
     row = db.execute("SELECT version, rules, source, changed_ms, actor, config_hash FROM retention_rules "
                      "ORDER BY version DESC LIMIT 1").fetchone()

@@ -45,8 +45,9 @@ deleted) and writes their tombstones then.
 
 Object lock and ``min_age``: ingest writes each segment with GOVERNANCE
 retention until ``retention.min_age`` (config) after upload. The sweep never
-uses ``bypass_governance_mode``: the floor check in ``retention/service.py``
-refuses rules whose ``min_age`` is below ``retention.min_age``, and the
+uses ``bypass_governance_mode``: the floor (``nvr.config.retention.with_floor``,
+applied to every rule set the service accepts) refuses rules whose ``min_age``
+is below ``retention.min_age``, and the
 "locked" state above covers ingest latency (a segment uploaded late, after an
 S3 outage, is locked longer than its end time suggests).
 
@@ -66,17 +67,20 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
 from minio.deleteobjects import DeleteObject
 
 from nvr.base.times import ms_to_rfc3339, now_ms
+from nvr.base.units import format_size
 from nvr.config.retention import RuleSet
-from retention.holds import SYSTEM, AuditFn, HoldManager, LegalHoldSync, covered_by
-from retention.policy import Plan, SegmentInfo, plan
+from retention.holds import covered_by
+from retention.legalholds import AuditFn, HoldManager, LegalHoldSync
+from retention.policy import STORED, Plan, SegmentInfo, emergency_rules, plan
 from retention.store import PendingDeletion, RetentionStore
+from storage.audit import SYSTEM
 from storage.chainlock import ChainLocks
 from storage.errors import StorageError
 from storage.index import Index
@@ -93,6 +97,8 @@ Fault = Callable[[str, str | None], None]  # (phase, segment id) -> None; tests 
 
 @dataclass(frozen=True)
 class CameraSweep:
+    """What a run deleted of one camera."""
+
     segments: int
     bytes: int
     rules: Mapping[str, int]  # rule -> segments
@@ -121,13 +127,16 @@ class SweepReport:
 
     @property
     def deleted_segments(self) -> int:
+        """Segments deleted by this run, every camera."""
         return sum(c.segments for c in self.deleted.values())
 
     @property
     def deleted_bytes(self) -> int:
+        """Object bytes deleted by this run, every camera."""
         return sum(c.bytes for c in self.deleted.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form: the audit event's detail, the run's row, the API's and the CLI's answer."""
         return {
             "run": self.run_id, "trigger": self.trigger, "started": ms_to_rfc3339(self.started_ms),
             "finished": ms_to_rfc3339(self.finished_ms), "deleted_segments": self.deleted_segments,
@@ -154,6 +163,7 @@ class Preview:
 
 
 def preview_json(pv: Preview, visible: Callable[[str], bool] = lambda c: True) -> dict[str, Any]:
+    """The JSON form of a preview, with only the cameras ``visible`` accepts (and totals over those)."""
     t = ms_to_rfc3339
     rules_by_cam: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for d in pv.plan.deletions:
@@ -178,26 +188,6 @@ def preview_json(pv: Preview, visible: Callable[[str], bool] = lambda c: True) -
         "usage_before": pv.plan.usage_before, "usage_after": pv.plan.usage_after,
         "pending_bytes": pv.plan.pending_bytes, "quota_unmet": pv.plan.quota_unmet, "cameras": cams,
     }
-
-
-def emergency_rules(rules: RuleSet, usage: int, need: int) -> RuleSet:
-    """``rules`` with a quota that frees at least ``need`` of ``usage`` bytes, oldest first across cameras.
-
-    The storage-full sweep: the same decision (holds, ``min_age`` and every
-    rule still apply), with a quota triggered now whose low watermark is
-    ``usage - need`` (or the configured quota's, if that asks for more).
-    """
-    if need <= 1 or usage < 2:
-        return rules
-    target = float(usage - need)
-    q = rules.quota_bytes
-    if q is not None and usage > rules.high_watermark * q:
-        target = min(target, rules.low_watermark * q)
-    quota = usage - 1  # high watermark 1.0: usage is above it, so the quota triggers
-    low = max(target, 0.0) / quota
-    if low >= 1.0:
-        return rules
-    return replace(rules, quota_bytes=quota, high_watermark=1.0, low_watermark=max(low, 1e-12))
 
 
 class Sweeper:
@@ -229,7 +219,7 @@ class Sweeper:
     def _infos(self, now: int) -> list[SegmentInfo]:
         out = []
         for sid, cam, start, end, size, state, ingested in self.rstore.live_segments():
-            if state == "stored" and self.lock_ms and now < ingested + self.lock_ms + LOCK_MARGIN_MS:
+            if state == STORED and self.lock_ms and now < ingested + self.lock_ms + LOCK_MARGIN_MS:
                 state = LOCKED
             out.append(SegmentInfo(sid, cam, start, end, size, state))
         return out
@@ -242,6 +232,7 @@ class Sweeper:
         return await asyncio.to_thread(plan, infos, rules, holds, now), infos
 
     async def preview(self, rules: RuleSet, now: int | None = None) -> Preview:
+        """What :meth:`run` with ``rules`` would delete at ``now``; changes nothing."""
         now = now_ms() if now is None else now
         p, infos = await self._decide(rules, now, None)
         spans: dict[str, tuple[int, int]] = {}
@@ -259,6 +250,7 @@ class Sweeper:
     # ------------------------------------------------------------------ doing
 
     async def run(self, rules: RuleSet, *, trigger: str, free_needed: int | None = None) -> SweepReport:
+        """One run (see module doc); ``free_needed`` bytes make it the storage-full sweep."""
         started = now_ms()
         run_id = await asyncio.to_thread(self.rstore.start_run, trigger, started)
         p, _ = await self._decide(rules, started, free_needed)
@@ -306,8 +298,7 @@ class Sweeper:
 
         await self.holds.note_expiries()
         sync = await self.holds.reconcile()
-        usage_after = (await asyncio.to_thread(
-            self.index.query, "SELECT COALESCE(SUM(object_size), 0) FROM segments WHERE state != 'deleted'"))[0][0]
+        usage_after = await asyncio.to_thread(self.rstore.usage_bytes)
         report = SweepReport(
             run_id=run_id, trigger=trigger, started_ms=started, finished_ms=now_ms(),
             deleted={cam: _counts(items) for cam, items in deleted.items()},
@@ -341,7 +332,7 @@ class Sweeper:
         return errors
 
     def _finish(self, items: list[PendingDeletion], run_id: int) -> None:
-        """Phases 4 and 5 for one camera's deleted objects of a batch, in one transaction (under its chain lock).
+        """Steps 4 and 5 for one camera's deleted objects of a batch, in one transaction (under its chain lock).
 
         One commit (``synchronous=FULL``) per group rather than two per segment;
         a crash rolls back the whole group, whose rows stay pending for the next
@@ -361,8 +352,6 @@ class Sweeper:
                 self.rstore.finish_deleted_in(db, item.segment_id)
 
     def _log(self, r: SweepReport) -> None:
-        from nvr.base.units import format_size
-
         cams = ", ".join(f"{cam} {c.segments} ({format_size(c.bytes)})" for cam, c in sorted(r.deleted.items()))
         log.info("retention sweep #%d (%s): deleted %d segment(s), %s%s; %d failed, %d pending, %d put back "
                  "under a new hold; usage %s -> %s", r.run_id, r.trigger, r.deleted_segments,

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import enum
+
 from nvr.base.errors import Kind, NvrError
+
+
+class Cause(enum.StrEnum):
+    """Why S3 did not do what was asked, in the words an alarm uses."""
+
+    UNREACHABLE = "unreachable"  # no answer: connection refused or reset, timeout, DNS
+    FAILING = "failing"          # it answered 5xx
+    DENIED = "denied"            # credentials or policy refuse us
+    FULL = "full"                # out of space or over quota
+    REFUSED = "refused"          # any other 4xx
+
+
+# S3 codes that mean our credentials or policy, and those that mean no space.
+DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+                          "AccountProblem", "InvalidToken", "ExpiredToken"})
+FULL_CODES = frozenset({"XMinioStorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded", "StorageFull"})
 
 
 class StorageError(NvrError):
@@ -10,15 +28,21 @@ class StorageError(NvrError):
 
     kind = Kind.REFUSED
 
-    def __init__(self, message: str, *, code: str | None = None, kind: Kind | None = None):
+    def __init__(self, message: str, *, code: str | None = None, kind: Kind | None = None,
+                 cause: Cause | None = None):
         super().__init__(message, kind=kind, **({"code": code} if code else {}))
         self.code = code
+        self.cause = cause or (Cause.DENIED if code in DENIED_CODES else Cause.FULL if code in FULL_CODES
+                               else Cause.REFUSED)
 
 
 class TransientStorageError(StorageError):
     """The object store did not answer or answered 5xx: retry later, keep the spool file."""
 
     kind = Kind.UNAVAILABLE
+
+    def __init__(self, message: str, *, code: str | None = None, cause: Cause = Cause.UNREACHABLE):
+        super().__init__(message, code=code, cause=cause)
 
 
 class EmbeddedS3Error(StorageError):

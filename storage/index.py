@@ -329,6 +329,23 @@ class Index:
         rows = self.query("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
         return rows[0][0] if rows and rows[0][0] is not None else None
 
+    def last_object_key(self, camera: str) -> str | None:
+        """The object key of the camera's newest segment (keys sort by time)."""
+        rows = self.query("SELECT MAX(object_key) FROM segments WHERE camera = ?", (camera,))
+        return rows[0][0] if rows else None
+
+    def latest_checkpoint_seq(self, camera: str) -> int | None:
+        """The seq of the camera's newest checkpoint the index knows, None when none (or no table yet)."""
+        try:
+            rows = self.query("SELECT MAX(seq) FROM checkpoints WHERE camera = ?", (camera,))
+        except sqlite3.OperationalError:  # the custody stage creates the table on its first start
+            return None
+        return rows[0][0] if rows else None
+
+    def ledger_cameras(self) -> list[str]:
+        """Every camera with at least one ledger record."""
+        return [r[0] for r in self.query("SELECT DISTINCT camera FROM ledger ORDER BY camera")]
+
     def has_segments(self, camera: str) -> bool:
         return bool(self.query("SELECT 1 FROM segments WHERE camera = ? LIMIT 1", (camera,)))
 

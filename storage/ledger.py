@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from nvr.base.ids import CAMERA_ID
 
 GENESIS = "0" * 64
 # A camera id, as it appears in records, object keys and the API (the one definition; anchor it to use it).
@@ -146,3 +149,20 @@ def export_record(
         "exported_at": exported_at,
         "node": node,
     }
+
+
+# ---------------------------------------------------------------- where the ledger lives in the bucket
+
+LEDGER_PREFIX = "ledger/"
+# A checkpoint of a camera's chain and the journal of the records it covers; seq zero-padded, so
+# keys sort like seqs. (Written by the custody stage, read by it and by ingest's chain check.)
+CHECKPOINT_KEY_RE = re.compile(rf"^ledger/(?P<camera>{CAMERA_ID})/(?P<seq>\d{{12}})\.json$")
+JOURNAL_KEY_RE = re.compile(rf"^ledger/(?P<camera>{CAMERA_ID})/(?P<seq>\d{{12}})\.records\.jsonl$")
+
+
+def checkpoint_key(camera: str, seq: int) -> str:
+    return f"{LEDGER_PREFIX}{camera}/{seq:012d}.json"
+
+
+def journal_key(camera: str, seq: int) -> str:
+    return f"{LEDGER_PREFIX}{camera}/{seq:012d}.records.jsonl"

@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 import urllib3
 from minio import Minio
 from minio.commonconfig import GOVERNANCE
-from minio.error import S3Error, ServerError
+from minio.error import InvalidResponseError, S3Error, ServerError
 from minio.helpers import genheaders
 from minio.retention import Retention
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-from storage.errors import StorageError, TransientStorageError
+from storage.errors import FULL_CODES, Cause, StorageError, TransientStorageError
 
 log = logging.getLogger("nvr.s3")
 
@@ -36,6 +36,8 @@ T = TypeVar("T")
 # S3 error codes meaning "no such object (version)": an answer, not a failure, for a HEAD or a delete.
 GONE_CODES = ("NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound")
 MAX_SINGLE_PUT = 5 * 1024**3  # S3's limit for one PutObject
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
 # Carries a body's known SHA-256 from ObjectStore.put to the signer; removed before the request is sent.
 _KNOWN_SHA256 = "x-nvr-known-sha256"
 
@@ -47,7 +49,7 @@ class _Client(Minio):
     https); ingest has just computed the object's SHA-256 for the ledger, so it
     is handed to the signer instead. Over https too the payload is then signed
     rather than ``UNSIGNED-PAYLOAD``. Overrides one method of the pinned SDK
-    (minio 7.2.x); tests/test_ingest.py fails if the SDK stops calling it.
+    (minio 7.2.x); tests/storage/test_objectstore.py fails if the SDK stops calling it.
     """
 
     def _build_headers(self, host, headers=None, body=None, creds=None):
@@ -96,9 +98,12 @@ class ObjectStore:
         self.bucket = bucket
         self.endpoint = endpoint
         self.object_lock = object_lock
-        timeout = urllib3.Timeout(connect=5, read=60)
-        # Few SDK-level retries: the ingest loop owns retrying with back-off and reports the outage.
-        retries = urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504])
+        # Bounded waits: a hung S3 (accepts, never answers) costs at most READ_TIMEOUT per call, which
+        # bounds shutdown and start; a healthy S3 answers a segment PUT in well under a second.
+        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
+        # One SDK-level retry of a failed connection; 5xx answers come back as they are, so an alarm can
+        # say "answered 500" rather than "unreachable". The ingest loop owns retrying with back-off.
+        retries = urllib3.Retry(total=1, backoff_factor=0.2)
         kwargs: dict[str, Any] = {"timeout": timeout, "maxsize": max_connections, "retries": retries, "block": True}
         if secure:
             ctx = ssl.create_default_context(cafile=ca_file or None)
@@ -126,11 +131,22 @@ class ObjectStore:
         try:
             return fn(*args, **kwargs)
         except ServerError as e:
-            raise TransientStorageError(f"S3 {self.endpoint} answered {e.status_code}: {e}") from e
+            raise TransientStorageError(f"S3 {self.endpoint} answered {e.status_code}: {e}",
+                                        cause=Cause.FAILING) from e
         except S3Error as e:
+            if e.code in FULL_CODES:
+                raise StorageError(f"S3 {self.endpoint} is full: {e.code}: {e.message}", code=e.code) from e
             if e.code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
-                raise TransientStorageError(f"S3 {self.endpoint}: {e.code}: {e.message}") from e
+                raise TransientStorageError(f"S3 {self.endpoint}: {e.code}: {e.message}", code=e.code,
+                                            cause=Cause.FAILING) from e
             raise StorageError(f"S3 {self.endpoint}: {e.code}: {e.message} ({e.resource})", code=e.code) from e
+        except InvalidResponseError as e:  # a proxy or load balancer answered instead of S3
+            status = getattr(e, "_code", 0) or 0
+            if status >= 500:
+                raise TransientStorageError(f"S3 {self.endpoint} answered {status} (not S3's answer)",
+                                            cause=Cause.FAILING) from e
+            raise StorageError(f"S3 {self.endpoint} answered {status} (not S3's answer): {e}",
+                               cause=Cause.DENIED if status in (401, 403) else Cause.REFUSED) from e
         except (Urllib3HTTPError, OSError) as e:
             raise TransientStorageError(f"S3 {self.endpoint} unreachable: {type(e).__name__}: {e}") from e
 
@@ -204,6 +220,25 @@ class ObjectStore:
             record = None
         hold = (_header(st.metadata, "x-amz-object-lock-legal-hold") or "").upper() == "ON"
         return StoredObject(key=key, size=st.size or 0, version_id=st.version_id, record=record, legal_hold=hold)
+
+    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys under ``prefix`` (one level: deeper keys show as ``<prefix><name>/``), ascending, after
+        ``start_after``, at most ``limit``."""
+        out: list[str] = []
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=False, start_after=start_after):
+            out.append(obj.object_name or "")
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def list_deep(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
+        """Keys of objects below ``prefix`` at any depth, ascending, after ``start_after``, at most ``limit``."""
+        out: list[str] = []
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, start_after=start_after):
+            out.append(obj.object_name or "")
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
         """The whole object."""

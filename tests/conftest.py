@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from nvr.server.app import NvrServer
 from storage.embedded_s3 import EmbeddedS3, S3Endpoint
 from tests.support import tomlw
 from tests.support.loopthread import LoopThread
+from tests.support.parts import StorageParts, open_parts
 from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
@@ -93,3 +94,11 @@ async def wait_segments(srv: NvrServer, camera: str, count: int, timeout: float)
     """Wait until ``camera`` has ``count`` segments in the index (event-driven: every ingest fires the pulse)."""
     index = srv.backend.index
     await srv.pulse.wait_until(lambda: len(index.segments(camera)) >= count, timeout)
+
+
+@pytest.fixture
+def storage_parts(tmp_path, s3, bucket) -> Iterator[StorageParts]:
+    """A fresh bucket with a data dir's index, keyring and spool under ``tmp_path / "data"``."""
+    parts = open_parts(tmp_path, s3, bucket)
+    yield parts
+    parts.close()

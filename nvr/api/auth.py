@@ -2,6 +2,8 @@
 
 A token is 32 random bytes (``nvr_`` + URL-safe base64); only its SHA-256 is
 stored. A fast hash is enough because the token is random, not a password.
+``auth_middleware`` checks the role each route declares and leaves the
+token's ``Principal`` for the handler (``principal_of``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from nvr.api.deps import INDEX
 from nvr.api.problem import Problem
+from nvr.api.spec import route_of
 from storage.index import Index
 
 ROLES = {"viewer": 1, "evidence": 2, "admin": 3}
@@ -78,3 +82,28 @@ async def authenticate(request: web.Request, index: Index) -> Principal:
 def require(principal: Principal, role: str) -> None:
     if not principal.has(role):
         raise Problem(403, f"this needs the {role} role; token {principal.name!r} has {principal.role}")
+
+
+PRINCIPAL = web.RequestKey("nvr.principal", Principal)
+
+
+def principal_of(request: web.Request) -> Principal:
+    """Who sent the request (set by ``auth_middleware`` on every route that needs a token)."""
+    return request[PRINCIPAL]
+
+
+def refuse_scoped(who: Principal, what: str) -> None:
+    """403 for a camera-scoped token: ``what`` concerns every camera."""
+    if who.cameras is not None:
+        raise Problem(403, f"a camera-scoped token can't {what}; use a token for every camera")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """401 without a valid token, 403 below the route's role; routes with no role pass."""
+    route = route_of(request)
+    if route is not None and route.role is not None:
+        who = await authenticate(request, request.app[INDEX])
+        require(who, route.role)
+        request[PRINCIPAL] = who
+    return await handler(request)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nvr.base.prometheus import Exposition, number
+from nvr.ingest.lanes import IngestService
 from nvr.ingest.pipeline import LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from nvr.server.app import NvrServer
+from nvr.recording.registry import CameraRegistry
+from nvr.recording.spoolwatch import SpoolWatch
+from nvr.recording.supervisor import RecorderSupervisor
+from retention.service import RetentionService
 
 
 class HttpMetrics:
@@ -24,10 +27,24 @@ class HttpMetrics:
         self.seconds[(method, route)] += seconds
 
 
-def render_metrics(srv: NvrServer) -> str:
+@dataclass(frozen=True)
+class MetricsSources:
+    """The parts whose counters ``GET /metrics`` shows."""
+
+    ingest: IngestService
+    spoolwatch: SpoolWatch
+    recorders: RecorderSupervisor
+    cameras: CameraRegistry
+    retention: RetentionService
+    http: HttpMetrics
+    status: Callable[[], dict] | None = None  # the server's status (its alarms), when there is a server
+
+
+def render_metrics(src: MetricsSources) -> str:
+    """The exposition text of every ``nvr_*`` family."""
     exp = Exposition()
     metric, out = exp.metric, exp.lines
-    stats = srv.ingest.stats
+    stats = src.ingest.stats
     metric("nvr_segments_ingested_total", "counter", "Segments stored in S3 and indexed since start",
            [({}, stats.segments)])
     metric("nvr_ingested_bytes_total", "counter", "Plaintext bytes of ingested segments since start",
@@ -40,25 +57,39 @@ def render_metrics(srv: NvrServer) -> str:
     out.append(f'nvr_ingest_latency_seconds_bucket{{le="+Inf"}} {stats.segments}')
     out.append(f"nvr_ingest_latency_seconds_sum {number(stats.latency_sum_ms / 1000)}")
     out.append(f"nvr_ingest_latency_seconds_count {stats.segments}")
-    sp = srv.spoolwatch.status
+    sp = src.spoolwatch.status
     metric("nvr_spool_bytes", "gauge", "Bytes of segments waiting in the local spool", [({}, sp.bytes)])
     metric("nvr_spool_segments", "gauge", "Segment files in the local spool", [({}, sp.files)])
     metric("nvr_spool_free_bytes", "gauge", "Free bytes on the spool disk", [({}, sp.free_bytes)])
     metric("nvr_spool_alarm", "gauge", "1 while the spool is over its limit or its disk under the floor",
            [({}, 1.0 if sp.alarm else 0.0)])
-    metric("nvr_storage_up", "gauge", "1 while S3 accepts uploads", [({}, 0.0 if srv.ingest.storage_error else 1.0)])
-    states = Counter(st.state for st in srv.recorders.statuses().values())
-    for cam in srv.cameras.all():
+    metric("nvr_storage_up", "gauge", "1 while S3 accepts uploads",
+           [({}, 0.0 if src.ingest.storage_error else 1.0)])
+    problem = src.ingest.problem
+    metric("nvr_storage_problem", "gauge", "1 for the cause that stops uploads (unreachable, failing, denied, full, "
+           "refused)", [({"cause": c}, 1.0 if problem is not None and str(problem.cause) == c else 0.0)
+                        for c in ("unreachable", "failing", "denied", "full", "refused")])
+    metric("nvr_ingest_lanes_stalled", "gauge", "Cameras with segments waiting and no upload for a minute",
+           [({}, float(len(src.ingest.stalled())))])
+    down = src.recorders.problems()
+    metric("nvr_cameras_down", "gauge", "Enabled cameras that are not recording (never recorded, down, stalled)",
+           [({}, float(len(down)))])
+    if src.status is not None:
+        status = src.status()
+        metric("nvr_alarms", "gauge", "Alarms /healthz reports now (0: healthy)", [({}, float(len(status["alarms"])))])
+        metric("nvr_checkpoints_failing", "gauge", "1 while checkpoints are refused or can't be written",
+               [({}, 1.0 if status.get("checkpoints", {}).get("alarm") else 0.0)])
+    states = Counter(st.state for st in src.recorders.statuses().values())
+    for cam in src.cameras.all():
         if not cam.enabled:
             states["disabled"] += 1
     metric("nvr_cameras", "gauge", "Cameras by recorder state",
            [({"state": s}, float(states.get(s, 0))) for s in
             ("starting", "recording", "backoff", "stopping", "stopped", "disabled")])
-    http = srv.metrics
+    http = src.http
     metric("nvr_http_requests_total", "counter", "HTTP requests by method, route and status",
            [({"method": m, "route": r, "status": str(s)}, float(n)) for (m, r, s), n in sorted(http.requests.items())])
     metric("nvr_http_request_seconds_total", "counter", "Time spent answering HTTP requests",
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
-    if srv.retention is not None:
-        srv.retention.write_metrics(exp)
+    src.retention.write_metrics(exp)
     return exp.text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -20,17 +21,26 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+# RFC 3339 section 5.6 exactly: ASCII digits, "T", fractional seconds, "Z" or a numeric offset.
+# Nothing before or after (no spaces, no NUL): what is refused is never silently truncated.
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?P<frac>\.[0-9]{1,9})?"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}:[0-9]{2})", re.ASCII)
+
+
 def parse_rfc3339(text: str) -> int:
-    """Milliseconds from an RFC 3339 time with an offset or ``Z``; naive times are refused."""
-    s = text.strip()
-    if s.endswith(("z", "Z")):
-        s = s[:-1] + "+00:00"
+    """Milliseconds from an RFC 3339 time with an offset or ``Z``; naive or other forms are refused."""
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        if isinstance(text, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9:.]+", text, re.ASCII):
+            raise ValueError(f"{text!r} has no UTC offset; add 'Z' or an offset such as +01:00")
+        raise ValueError(f"{text!r} is not an RFC 3339 time such as 2026-11-29T13:00:00Z")
+    tz = m["tz"].upper()
+    frac = (m["frac"] or "")[:7]  # datetime takes at most microseconds; ms are kept
     try:
-        dt = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an RFC 3339 time such as 2026-11-29T13:00:00Z") from None
-    if dt.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset; add 'Z' or an offset such as +01:00")
+        dt = datetime.fromisoformat(f"{m['date']}T{m['time']}{frac}{'+00:00' if tz == 'Z' else tz}")
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a valid time: {e}") from None
     return int(dt.timestamp() * 1000)
 
 

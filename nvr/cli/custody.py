@@ -20,51 +20,19 @@ import argparse
 import asyncio
 import json
 import sys
-from contextlib import AsyncExitStack
-from pathlib import Path
 
+from nvr.base.errors import ConfigError, Conflict, NotFound, NvrError
 from nvr.base.ids import is_camera_id
 from nvr.base.times import ms_to_rfc3339, now_ms, parse_rfc3339
-from nvr.config.settings import Config
+from nvr.cli.context import Context
+from nvr.cli.exits import FAILURE, OK
 from nvr.custody.bundle import verify_bundle
 from nvr.custody.checkpoint import load_public_pem
+from nvr.custody.reindex import reindex as rebuild_index
+from nvr.custody.reindex import summarize
 from nvr.custody.verify import STATUS_OK, VERDICT_OK, VERDICT_UNANCHORED, VerifyReport, verify_range
-from nvr.server.backend import open_backend
 from storage.audit import AuditLog, cli_actor
 from storage.errors import StorageError
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("verify", "verify-bundle", "reindex")
-
-
-def add_parsers(sub, common: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("verify", parents=[common],
-                       help="verify a camera's footage in a time range against the ledger and signed checkpoints")
-    s.add_argument("--camera", required=True, help="camera id")
-    s.add_argument("--start", required=True, help="RFC 3339 time, e.g. 2026-11-29T13:00:00Z")
-    s.add_argument("--end", required=True, help="RFC 3339 time, after --start")
-    s.add_argument("--json", action="store_true", help="print the full report as JSON")
-
-    s = sub.add_parser("verify-bundle", parents=[common], help="check an evidence export bundle offline")
-    s.add_argument("bundle", type=Path, help="the bundle's .zip (or its unpacked directory)")
-    s.add_argument("--key", type=Path, action="append", default=None,
-                   help="PEM public key the bundle must be signed with (repeatable); default: its own public.pem")
-    s.add_argument("--json", action="store_true", help="print the checks as JSON")
-
-    s = sub.add_parser("reindex", parents=[common],
-                       help="rebuild the segment index and ledger from the bucket (server stopped)")
-    s.add_argument("--force", action="store_true", help="replace a non-empty index (a copy is kept)")
-    s.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run(cfg: Config, args: argparse.Namespace) -> int:
-    if args.command == "verify":
-        return asyncio.run(_verify(cfg, args))
-    if args.command == "verify-bundle":
-        return _verify_bundle(args)
-    if args.command == "reindex":
-        return asyncio.run(_reindex(cfg, args))
-    raise ValueError(f"not a custody command: {args.command}")
 
 
 def _err(msg: str) -> None:
@@ -75,6 +43,7 @@ def _err(msg: str) -> None:
 
 
 def print_report(report: VerifyReport) -> None:
+    """The report for a terminal: only what is not ok, then the counts and the verdict."""
     c = report.counts()
     print(f"cameras {', '.join(report.cameras)}, {ms_to_rfc3339(report.start_ms)} .. {ms_to_rfc3339(report.end_ms)}")
     for s in report.segments:
@@ -98,55 +67,53 @@ def print_report(report: VerifyReport) -> None:
     print(f"verdict: {report.verdict.upper()}")
 
 
-async def _verify(cfg: Config, args: argparse.Namespace) -> int:
-    if not is_camera_id(args.camera):
-        _err(f"--camera: {args.camera!r} is not a camera id")
-        return EXIT_USAGE
+def _range(args: argparse.Namespace) -> tuple[int, int]:
     try:
         start, end = parse_rfc3339(args.start), parse_rfc3339(args.end)
     except ValueError as e:
-        _err(f"--start/--end: {e}")
-        return EXIT_USAGE
+        raise ConfigError("--start/--end", str(e)) from None
     if end <= start:
-        _err("--end must be after --start")
-        return EXIT_USAGE
-    if not cfg.index_path.exists():
-        _err(f"no index at {cfg.index_path} (nothing recorded with this data dir; `nvr reindex` rebuilds it)")
-        return EXIT_FAIL
-    async with AsyncExitStack() as stack:
-        backend = await open_backend(cfg, stack, may_attach=True, create_keys=False)
-        known = await asyncio.to_thread(
-            backend.index.query, "SELECT 1 FROM ledger WHERE camera = ? LIMIT 1", (args.camera,))
-        if not known:
-            _err(f"camera {args.camera!r} has no ledger in this index")
-            return EXIT_FAIL
-        try:
-            report = await verify_range(backend.store, backend.index, backend.keyring, args.camera, start, end)
-        except StorageError as e:
-            _err(f"verification could not complete: {e}")
-            return EXIT_FAIL
-        await AuditLog(backend.index).record("verify", args.camera, report.audit_detail(), actor=cli_actor())
+        raise ConfigError("--end", "must be after --start")
+    return start, end
+
+
+async def verify(args: argparse.Namespace, ctx: Context) -> int:
+    """Verify one camera's footage in a range against the ledger and the signed checkpoints; audited."""
+    if not is_camera_id(args.camera):
+        raise ConfigError("--camera", f"{args.camera!r} is not a camera id")
+    start, end = _range(args)
+    ctx.require_index("nothing recorded with this data dir; `nvr reindex` rebuilds it")
+    backend = await ctx.backend()
+    known = await asyncio.to_thread(
+        backend.index.query, "SELECT 1 FROM ledger WHERE camera = ? LIMIT 1", (args.camera,))
+    if not known:
+        raise NotFound(f"camera {args.camera!r} has no ledger in this index")
+    try:
+        report = await verify_range(backend.store, backend.index, backend.keyring, args.camera, start, end)
+    except StorageError as e:  # S3 or the index failed under it: no verdict either way
+        raise NvrError(f"verification could not complete: {e}", kind=e.kind) from e
+    await AuditLog(backend.index).record("verify", args.camera, report.audit_detail(), actor=cli_actor())
     if args.json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
         print_report(report)
     if report.verdict == VERDICT_OK:
-        return EXIT_OK
+        return OK
     if report.verdict == VERDICT_UNANCHORED:
         _err("no tampering found, but some footage is newer than the last signed checkpoint; the server signs one "
              "every keys.checkpoint_interval and at shutdown: verify again after it")
     else:
         _err("VERIFICATION FAILED")
-    return EXIT_FAIL
+    return FAILURE
 
 
 # ---------------------------------------------------------------------- verify-bundle
 
 
-def _verify_bundle(args: argparse.Namespace) -> int:
+async def verify_bundle_file(args: argparse.Namespace, ctx: Context) -> int:
+    """Check an export bundle offline, pinned to ``--key`` when given."""
     if not args.bundle.exists():
-        _err(f"{args.bundle} does not exist")
-        return EXIT_USAGE
+        raise ConfigError(str(args.bundle), "does not exist")
     trusted = None
     if args.key:
         trusted = {}
@@ -154,9 +121,8 @@ def _verify_bundle(args: argparse.Namespace) -> int:
             try:
                 trusted[f"key{i}"] = load_public_pem(path.read_bytes())
             except (OSError, ValueError) as e:
-                _err(f"--key {path}: {e}")
-                return EXIT_USAGE
-    report = verify_bundle(args.bundle, trusted=trusted)
+                raise ConfigError(f"--key {path}", str(e)) from None
+    report = await asyncio.to_thread(verify_bundle, args.bundle, trusted=trusted)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
@@ -168,41 +134,35 @@ def _verify_bundle(args: argparse.Namespace) -> int:
             print(f"signed by key {report.key_id}, fingerprint {report.fingerprint}"
                   + ("" if trusted else ": compare it with the node's published key (GET /api/v1/keys)"))
         print("bundle verified" if report.ok else "BUNDLE VERIFICATION FAILED")
-    return EXIT_OK if report.ok else EXIT_FAIL
+    return OK if report.ok else FAILURE
 
 
 # ---------------------------------------------------------------------- reindex
 
 
-async def _reindex(cfg: Config, args: argparse.Namespace) -> int:
-    from nvr.custody.reindex import ReindexRefused, reindex, summarize
-
-    async with AsyncExitStack() as stack:
-        backend = await open_backend(cfg, stack, may_attach=True, create_keys=False)
-        index = backend.index
-        n = await asyncio.to_thread(index.query, "SELECT (SELECT COUNT(*) FROM ledger) + (SELECT COUNT(*) FROM segments)")
-        if n[0][0] and not args.force:
-            _err(f"the index {cfg.index_path} is not empty; `nvr reindex --force` replaces it with what the bucket "
-                 "holds (keeping a copy of the old one)")
-            return EXIT_FAIL
-        if n[0][0]:
-            stamp = ms_to_rfc3339(now_ms()).replace(":", "").replace("-", "")
-            backup = cfg.index_path.with_name(f"{cfg.index_path.name}.before-reindex-{stamp}")
-            await asyncio.to_thread(index.query, "VACUUM INTO ?", (str(backup),))
-            print(f"old index copied to {backup}", file=sys.stderr)
-        try:
-            report = await reindex(backend.store, index, backend.keyring, force=args.force)
-        except ReindexRefused as e:
-            _err(str(e))
-            return EXIT_FAIL
-        await AuditLog(index).record("index.rebuild", "index", {
-            "cameras": len(report.cameras), "lacked": report.lacked.count, "contradicted": report.contradicted.count,
-            "dropped": report.dropped.count, "problems": report.problems.count, "force": bool(args.force),
-        }, actor=cli_actor())
+async def reindex(args: argparse.Namespace, ctx: Context) -> int:
+    """Rebuild the index and ledger from the bucket; refuses a non-empty index without ``--force``."""
+    cfg = ctx.config
+    backend = await ctx.backend()
+    index = backend.index
+    n = await asyncio.to_thread(index.query, "SELECT (SELECT COUNT(*) FROM ledger) + (SELECT COUNT(*) FROM segments)")
+    if n[0][0] and not args.force:
+        raise Conflict(f"the index {cfg.index_path} is not empty; `nvr reindex --force` replaces it with what the "
+                       "bucket holds (keeping a copy of the old one)")
+    if n[0][0]:
+        stamp = ms_to_rfc3339(now_ms()).replace(":", "").replace("-", "")
+        backup = cfg.index_path.with_name(f"{cfg.index_path.name}.before-reindex-{stamp}")
+        await asyncio.to_thread(index.query, "VACUUM INTO ?", (str(backup),))
+        print(f"old index copied to {backup}", file=sys.stderr)
+    report = await rebuild_index(backend.store, index, backend.keyring, force=args.force)
+    await AuditLog(index).record("index.rebuild", "index", {
+        "cameras": len(report.cameras), "lacked": report.lacked.count, "contradicted": report.contradicted.count,
+        "dropped": report.dropped.count, "problems": report.problems.count, "force": bool(args.force),
+    }, actor=cli_actor())
     if args.json:
         print(json.dumps(report.to_json(), indent=2, sort_keys=True))
     else:
         for line in summarize(report):
             print(line)
         print("index rebuilt" + ("" if report.ok else "; the bucket is inconsistent (see PROBLEMS)"))
-    return EXIT_OK if report.ok else EXIT_FAIL
+    return OK if report.ok else FAILURE

@@ -15,41 +15,33 @@ may run beside a server.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 from nvr.base.errors import ConfigError
 from nvr.base.units import format_size
-from nvr.config.retention import RetentionRuleError
-from nvr.config.settings import Config
-from nvr.server.backend import open_backend
-from retention.service import RetentionBusy, RetentionService, RetentionSettings
+from nvr.cli.context import Context
+from nvr.cli.exits import FAILURE, OK
+from nvr.config.retention import RetentionRuleError, RuleSet
+from retention.service import RetentionService, RetentionSettings
 from retention.sweep import preview_json
 from storage.audit import AuditLog, cli_actor
 
-EXIT_FAIL = 1
+
+async def _service(ctx: Context) -> tuple[RetentionService, AuditLog]:
+    """The data dir's retention service (not yet opened), stopped when the command returns."""
+    ctx.require_index()
+    backend = await ctx.backend()
+    audit = AuditLog(backend.index)
+    svc = RetentionService(index=backend.index, store=backend.store, node_id=backend.node_id, audit=audit,
+                           settings=RetentionSettings.from_config(ctx.config),
+                           lock_file=ctx.config.data_dir / "retention.lock")
+    ctx.stack.push_async_callback(svc.stop)
+    return svc, audit
 
 
-def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    s = sub.add_parser("retention", parents=[common], help="run a retention sweep or preview one")
-    rsub = s.add_subparsers(dest="retention_action", required=True)
-    r = rsub.add_parser("run", parents=[common],
-                        help="sweep once now with the rules in force (refused while a server runs on this data dir)")
-    r.add_argument("--json", action="store_true", help="print the run report as JSON")
-    p = rsub.add_parser("preview", parents=[common], help="what a sweep would delete now; deletes nothing")
-    p.add_argument("--rules", type=Path, default=None,
-                   help="JSON file with a proposed rule set (default: the rules in force)")
-    p.add_argument("--json", action="store_true", help="print the preview as JSON")
-
-
-def run(cfg: Config, args: argparse.Namespace) -> int:
-    return asyncio.run(_run(cfg, args))
-
-
-def _load_rules(path: Path, svc: RetentionService):
+def _load_rules(path: Path, svc: RetentionService) -> RuleSet:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -62,47 +54,39 @@ def _load_rules(path: Path, svc: RetentionService):
         raise ConfigError(f"--rules {e.field}", e.message) from None
 
 
-async def _run(cfg: Config, args: argparse.Namespace) -> int:
-    if not cfg.index_path.exists():
-        print(f"nvr: no index at {cfg.index_path} (nothing recorded with this data dir yet)", file=sys.stderr)
-        return EXIT_FAIL
-    async with AsyncExitStack() as stack:
-        backend = await open_backend(cfg, stack, may_attach=True, create_keys=False)
-        audit = AuditLog(backend.index)
-        svc = RetentionService(index=backend.index, store=backend.store, node_id=backend.node_id, audit=audit,
-                               settings=RetentionSettings.from_config(cfg),
-                               lock_file=cfg.data_dir / "retention.lock")
-        stack.push_async_callback(svc.stop)
-        if args.retention_action == "preview":
-            await svc.open(exclusive=False, import_config=False)
-            rules = _load_rules(args.rules, svc) if args.rules else None
-            out = preview_json(await svc.preview(rules))
-            if args.json:
-                print(json.dumps(out, sort_keys=True, indent=2))
-            else:
-                _print_preview(out)
-            return 0
-        try:
-            await svc.open()
-        except RetentionBusy as e:
-            print(f"nvr: {e}", file=sys.stderr)
-            return EXIT_FAIL
-        await audit.record("retention.run", "retention", {"trigger": "cli"}, actor=cli_actor())
-        report = await svc.run_now("cli")
-        if args.json:
-            print(json.dumps(report.as_dict(), sort_keys=True, indent=2))
-        else:
-            for cam, c in sorted(report.deleted.items()):
-                rules = ", ".join(f"{k} {v}" for k, v in sorted(c.rules.items()))
-                print(f"{cam:<24} deleted {c.segments:>6} segment(s) {format_size(c.bytes):>10}  ({rules})")
-            for sid, err in report.failed:
-                print(f"{sid:<24} PENDING: {err}")
-            print(f"sweep #{report.run_id}: deleted {report.deleted_segments} segment(s), "
-                  f"{format_size(report.deleted_bytes)}; {len(report.failed)} failed, {report.pending_left} pending; "
-                  f"usage {format_size(report.usage_before)} -> {format_size(report.usage_after)}", file=sys.stderr)
-        if report.error:
-            print(f"nvr: sweep stopped early: {report.error}", file=sys.stderr)
-        return EXIT_FAIL if report.failed or report.error else 0
+async def run(args: argparse.Namespace, ctx: Context) -> int:
+    """Sweep once now; refused (RetentionBusy) while another process owns this data dir's sweep."""
+    svc, audit = await _service(ctx)
+    await svc.open()
+    await audit.record("retention.run", "retention", {"trigger": "cli"}, actor=cli_actor())
+    report = await svc.run_now("cli")
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True, indent=2))
+    else:
+        for cam, c in sorted(report.deleted.items()):
+            rules = ", ".join(f"{k} {v}" for k, v in sorted(c.rules.items()))
+            print(f"{cam:<24} deleted {c.segments:>6} segment(s) {format_size(c.bytes):>10}  ({rules})")
+        for sid, err in report.failed:
+            print(f"{sid:<24} PENDING: {err}")
+        print(f"sweep #{report.run_id}: deleted {report.deleted_segments} segment(s), "
+              f"{format_size(report.deleted_bytes)}; {len(report.failed)} failed, {report.pending_left} pending; "
+              f"usage {format_size(report.usage_before)} -> {format_size(report.usage_after)}", file=sys.stderr)
+    if report.error:
+        print(f"nvr: sweep stopped early: {report.error}", file=sys.stderr)
+    return FAILURE if report.failed or report.error else OK
+
+
+async def preview(args: argparse.Namespace, ctx: Context) -> int:
+    """What a sweep would delete now under the rules in force or ``--rules``; changes nothing."""
+    svc, _ = await _service(ctx)
+    await svc.open(exclusive=False, import_config=False)
+    rules = _load_rules(args.rules, svc) if args.rules else None
+    out = preview_json(await svc.preview(rules))
+    if args.json:
+        print(json.dumps(out, sort_keys=True, indent=2))
+    else:
+        _print_preview(out)
+    return OK
 
 
 def _print_preview(out: dict) -> None:

@@ -1,21 +1,32 @@
-"""Retention rules as configured and as the API accepts them: the model, its checks and its JSON/TOML form.
+"""The retention rule model: limits, their checks, their JSON/TOML form and the deployment's floor.
 
 The config (``[retention]``), the rules API and the retention stage all use
-this one model; the pure decision of what a sweep deletes is
-``retention.policy.plan``.
+this one model; what a sweep deletes under it is ``retention.policy.plan``.
 
-The deployment's floor (``retention.min_age``):
-Light on imports (only ``retention.policy``), so ``nvr/config.py`` can validate
-``[retention]`` with it at parse time.
+* A :class:`RuleSet` has a default :class:`Rule`, per-camera overrides and a
+  bucket quota with high and low watermarks. An override changes a default
+  limit field by field, it cannot remove one (``None`` means "inherit"): give
+  a camera a very large ``max_age`` to keep it longer.
+* ``min_age`` is at least one minute (:data:`MIN_AGE_FLOOR`) and falls back to
+  24 h (:data:`DEFAULT_MIN_AGE`) when nothing sets it; ``max_age`` is at least
+  the camera's resolved ``min_age``, so there is no separate one-hour floor
+  (one-minute ``max_age`` with one-minute ``min_age`` is allowed; tests and
+  demos use it). ``0`` limits, negative and non-finite values are refused.
+* :class:`ResolvedRule` rounds ``min_age`` and ``max_age`` *up* to whole
+  milliseconds, so rounding never deletes earlier.
+* The JSON/TOML form always writes units (``"30d"``, ``"500GiB"``) and refuses
+  bare numbers, ``null`` and unknown keys; every refusal is a
+  :class:`RetentionRuleError` naming the field.
 
-* ``retention.min_age`` is the floor: footage younger than that is never
-  deleted whatever a rule says, and with object lock it is also the
-  GOVERNANCE retention ingest writes. A rule set whose ``min_age`` (default or
-  any camera) is below it is refused, naming the field, so every accepted rule
-  deletes only after S3 allows it.
-* A rule set that gives no default ``min_age`` gets the floor (not the
-  policy's 24 h fallback): ``{"default": {"max_age": "1m"}}`` with a one-minute
-  floor is a valid one-minute retention.
+The deployment's floor (the config's ``retention.min_age``, :func:`with_floor`):
+
+* footage younger than that is never deleted whatever a rule says, and with
+  object lock it is also the GOVERNANCE retention ingest writes. A rule set
+  whose ``min_age`` (default or any camera) is below it is refused, naming the
+  field, so every accepted rule deletes only after S3 allows it.
+* A rule set that gives no default ``min_age`` gets the floor (not the 24 h
+  fallback): ``{"default": {"max_age": "1m"}}`` with a one-minute floor is a
+  valid one-minute retention.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from nvr.base.errors import InvalidInput
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.units import format_duration, format_size_exact, parse_duration, parse_size
 
-DEFAULT_MIN_AGE = 86400.0  # seconds: the default min_age, same as the config's retention.min_age
+DEFAULT_MIN_AGE = 86400.0  # seconds: min_age when nothing sets it; also the config's retention.min_age default
 MIN_AGE_FLOOR = 60.0  # seconds: below a minute, "never delete young footage" means nothing
 
 
@@ -94,7 +105,7 @@ class RuleSet:
                      self.high_watermark, self.low_watermark))
 
     def for_camera(self, camera: str) -> ResolvedRule:
-        """The camera's override field by field over the default; ``min_age`` falls back to 24 h."""
+        """The camera's override field by field over the default; ``min_age`` falls back to :data:`DEFAULT_MIN_AGE`."""
         return _resolve(self.default, self.cameras.get(camera) or Rule())
 
 
@@ -133,7 +144,8 @@ def _check_rule(rule: Any, prefix: str) -> None:
     if rule.max_age is not None and rule.max_age == 0:
         raise RetentionRuleError(f"{prefix}.max_age", "0 would delete everything; omit max_age for no age limit")
     if rule.min_age is not None and rule.min_age < MIN_AGE_FLOOR:
-        raise RetentionRuleError(f"{prefix}.min_age", f"must be at least 1m (60 s), got {rule.min_age:g} s")
+        raise RetentionRuleError(f"{prefix}.min_age", f"must be at least {format_duration(MIN_AGE_FLOOR)} "
+                                 f"({MIN_AGE_FLOOR:g} s), got {rule.min_age:g} s")
     if rule.max_bytes is not None:
         f = f"{prefix}.max_bytes"
         if not isinstance(rule.max_bytes, int) or isinstance(rule.max_bytes, bool):

@@ -7,6 +7,7 @@ malformed URLs are refused before anything starts.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -19,11 +20,17 @@ from nvr.base.errors import ConfigError
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.redact import redact_url
 from nvr.base.units import parse_duration, parse_size
-from nvr.config.retention import RetentionRuleError, RuleSet, parse_rules
+from nvr.config.retention import (
+    DEFAULT_MIN_AGE,
+    MIN_AGE_FLOOR,
+    RetentionRuleError,
+    RuleSet,
+    parse_rules,
+)
+from nvr.config.sources import NETWORK_SCHEMES, SourceError, check_lavfi
 
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
-NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp"}
 LOCAL_SCHEMES = {"lavfi"}
 
 
@@ -82,7 +89,7 @@ class KeysConfig:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    min_age: float = 86400.0  # footage younger than this is never deleted (and object-locked when enabled)
+    min_age: float = DEFAULT_MIN_AGE  # footage younger than this is never deleted (and object-locked when enabled)
     rules: RuleSet | None = None  # RuleSet of [retention.default]/[retention.cameras.*]/quota; None: no limits
     sweep_interval: float = 600.0
     min_free_bytes: int | None = None  # storage-full trigger on the spool disk; None: recording.min_free
@@ -192,6 +199,9 @@ class _Section:
             raise self.error(name, f"must be {_names(types_t)}, got a boolean")
         if not isinstance(value, types_t):
             raise self.error(name, f"must be {_names(types_t)}, got {_tname(value)}")
+        # TOML has nan and inf; as a limit or a timeout either silently disables it.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value}")
         return value
 
     def duration(self, name: str, default: float, *, minimum: float = 0.0) -> float:
@@ -265,7 +275,11 @@ def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
     scheme = parts.scheme.lower()
     if scheme in LOCAL_SCHEMES:
         if not url.split(":", 1)[1]:
-            raise ConfigError(key, "lavfi: needs a filter graph, e.g. lavfi:testsrc2=size=640x360:rate=15", source=source)
+            raise ConfigError(key, "lavfi: needs a source, e.g. lavfi:testsrc2=size=640x360:rate=15", source=source)
+        try:
+            check_lavfi(url.split(":", 1)[1])
+        except SourceError as e:
+            raise ConfigError(key, str(e), source=source) from None
         return
     if scheme not in NETWORK_SCHEMES:
         allowed = ", ".join(sorted(NETWORK_SCHEMES | LOCAL_SCHEMES))
@@ -311,7 +325,7 @@ def parse_retention(table: Any, source: str | None) -> RetentionConfig:
     """``[retention]``: the floor, the sweep, the storage-full trigger and the initial rules (checked as a whole)."""
 
     rt = _Section(table, "retention", source)
-    min_age = rt.duration("min_age", 86400.0, minimum=60.0)
+    min_age = rt.duration("min_age", DEFAULT_MIN_AGE, minimum=MIN_AGE_FLOOR)
     sweep_interval = rt.duration("sweep_interval", 600.0, minimum=10.0)
     min_free = rt.size("min_free", -1)
     data: dict[str, Any] = {}

@@ -15,9 +15,9 @@ Steps of one job:
 3. export only segments whose status is ``ok``; the others are listed in the
    manifest's ``excluded`` with their status and failed check (a range with
    nothing exportable fails the job);
-4. one stitched clip per camera (nvr.clip, stream copy) — best effort, a
-   failure is noted in the manifest;
-5. manifest, signatures, SHA256SUMS, VERIFY.txt, zip (storage/export.py);
+4. one stitched clip per camera (nvr.playback.clip, stream copy) — best
+   effort, a failure is noted in the manifest;
+5. manifest, signatures, SHA256SUMS, VERIFY.txt, zip (nvr.custody.bundle);
 6. an ``export`` record appended to each camera's ledger chain, naming the
    manifest's SHA-256 (under the server's per-camera ``ChainLocks``, shared
    with ingest and the retention sweep), and the ``export.done`` audit event.
@@ -43,13 +43,14 @@ from nvr import __version__
 from nvr.base.errors import NvrError
 from nvr.base.times import ms_to_rfc3339, now_ms, parse_rfc3339
 from nvr.custody.bundle import clip_file, segment_file, write_bundle
-from nvr.custody.checkpoint import CheckpointRefused, CheckpointWriter, public_pem, trusted_keys
+from nvr.custody.checkpoint import CheckpointRefused, CheckpointWriter, trusted_keys
 from nvr.custody.verify import STATUS_OK, combine, verify_with_evidence
 from nvr.playback.clip import ClipError, plan_clip, stream_clip
 from storage.chainlock import ChainLocks
+from storage.envelope import sha256_file
 from storage.errors import IndexError_, StorageError
 from storage.index import Index, SegmentRow
-from storage.keyring import Keyring
+from storage.keyring import Keyring, public_pem
 from storage.ledger import canonical_json, export_record
 from storage.objectstore import ObjectStore
 
@@ -147,7 +148,7 @@ class ExportService:
         self.index = index
         self.keyring = keyring
         self.node_id = node_id
-        self.audit = audit  # nvr.audit.AuditLog (record(action, target, detail, actor=...))
+        self.audit = audit  # storage.audit.AuditLog (record(action, target, detail, actor=...))
         self.ffmpeg = ffmpeg
         self.dir = directory
         self.checkpoints = checkpoints
@@ -395,8 +396,6 @@ class ExportService:
             if not f.closed:
                 await asyncio.to_thread(f.close)
             await asyncio.to_thread(shutil.rmtree, tmp, True)
-        from storage.envelope import sha256_file
-
         digest, size = await asyncio.to_thread(sha256_file, path)
         return {"camera": camera, "file": rel, "size": size, "sha256": digest,
                 "segments": [r.id for r in plan.segments], "gaps": len(plan.gaps)}

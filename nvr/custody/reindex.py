@@ -13,9 +13,10 @@ When both a journal and an object carry a record for the same seq they must be
 identical; a disagreement is reported and the journal's (covered by a signed
 checkpoint) is used. An object whose metadata record names another object key
 (a copied or moved object) is reported and ignored. Records after the last
-checkpoint that are not segment records (a tombstone or export appended since)
-are only in the old index: the report lists them as dropped, and the CLI keeps
-a copy of the old index (``VACUUM INTO``) before replacing it.
+checkpoint are in no journal: a tombstone or export appended since, or the
+record of a segment whose object is gone, is only in the old index. The report
+lists them as dropped, and the CLI keeps a copy of the old index
+(``VACUUM INTO``) before replacing it.
 
 Segment rows are derived from the segment records: ``state`` is ``deleted`` for
 a segment a tombstone names, else ``stored``; ``version_id`` is the version of
@@ -45,7 +46,9 @@ from nvr.custody.checkpoint import (
     CheckpointError,
     ensure_tables,
     get_bytes,
+    insert_checkpoints,
     parse_checkpoint,
+    parse_journal,
     trusted_keys,
 )
 from storage.errors import StorageError
@@ -113,14 +116,6 @@ def _list_bucket(store: ObjectStore) -> list[_Listed]:
     return out
 
 
-def _parse_journal(data: bytes) -> list[dict[str, Any]] | None:
-    try:
-        recs = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return recs if all(isinstance(r, dict) for r in recs) else None
-
-
 def _index_is_empty(index: Index) -> tuple[int, int]:
     return (index.query("SELECT COUNT(*) FROM ledger")[0][0], index.query("SELECT COUNT(*) FROM segments")[0][0])
 
@@ -183,7 +178,7 @@ async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: 
     source: dict[tuple[str, int], str] = {}
     datas = await asyncio.gather(*(limited(get_bytes, store, key) for _, _, key in journals))
     for (camera, _seq, key), data in zip(journals, datas, strict=True):
-        recs = _parse_journal(data) if data is not None else None
+        recs = parse_journal(data) if data is not None else None
         if recs is None:
             report.problems.add(f"{key}: not a readable journal")
             continue
@@ -318,11 +313,7 @@ async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: 
                 "INSERT INTO segments (id, camera, seq, start_ms, end_ms, partial, size, sha256, object_key, "
                 "object_size, object_sha256, version_id, key_id, record_hash, state, ingested_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", segment_rows)
-            db.executemany(
-                "INSERT INTO checkpoints (camera, seq, head, time_ms, key_id, body, signature) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(c.camera, c.seq, c.head, c.time_ms, c.key_id, canonical_json(c.body).decode("utf-8"), c.signature)
-                 for c in checkpoints])
+            insert_checkpoints(db, checkpoints)
 
     await asyncio.to_thread(write)
     report.written = True

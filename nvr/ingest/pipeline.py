@@ -1,16 +1,14 @@
 """Segment ingest: spool file → hash → encrypt → ledger record → PUT → index → spool removal.
 
-One lane (task) per camera processes that camera's tickets strictly in order,
-because each record links to the one before it; lanes run concurrently and
-share the S3 thread pool, which bounds the blocking work. The steps and what a
-crash at each step leaves are in docs/segment-lifecycle.md.
+One segment at a time per camera (the lanes of ``nvr.ingest.lanes`` call
+:meth:`Ingestor.ingest` in ticket order, because each record links to the one
+before it). The steps and what a crash at each step leaves are in
+docs/segment-lifecycle.md.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +21,7 @@ from nvr.base.timeline import is_gap
 from nvr.base.times import ms_to_datetime, ms_to_rfc3339, now_ms
 from storage.chainlock import ChainLocks
 from storage.envelope import SegmentContext, seal_buffer_size, seal_file, sha256_file
-from storage.errors import StorageError, TransientStorageError
+from storage.errors import StorageError
 from storage.index import Index, SegmentRow
 from storage.keyring import Keyring
 from storage.ledger import ChainHead, segment_record
@@ -191,106 +189,3 @@ class Ingestor:
         if seg.partial:
             await self.on_event("segment.partial", seg.camera, {"segment": row.id, "start": start, "end": end})
         return row
-
-
-class IngestService:
-    """Owns one lane task per camera; lanes wake on a notification or a periodic rescan."""
-
-    def __init__(
-        self,
-        ingestor: Ingestor,
-        *,
-        retry_max: float = 60.0,
-        rescan_seconds: float = 15.0,
-        on_change: Callable[[], None] | None = None,
-    ):
-        self.ingestor = ingestor
-        self.on_change = on_change or (lambda: None)
-        self.spool = ingestor.spool
-        self.retry_max = retry_max
-        self.rescan_seconds = rescan_seconds
-        self._wake: dict[str, asyncio.Event] = {}
-        self._lanes: dict[str, asyncio.Task] = {}
-        self._idle: dict[str, asyncio.Event] = {}
-        self.storage_error: str | None = None  # set while S3 is unreachable
-        self.lane_errors: dict[str, str] = {}
-
-    @property
-    def stats(self) -> IngestStats:
-        return self.ingestor.stats
-
-    def notify(self, camera: str) -> None:
-        """A ticket was written for ``camera``: wake (or start) its lane."""
-        if camera not in self._lanes:
-            self._wake[camera] = asyncio.Event()
-            self._idle[camera] = asyncio.Event()
-            self._lanes[camera] = asyncio.create_task(self._lane(camera), name=f"ingest:{camera}")
-        self._idle[camera].clear()
-        self._wake[camera].set()
-
-    async def start(self) -> None:
-        """Start lanes for every camera with tickets already waiting in the spool."""
-        for camera in await asyncio.to_thread(self.spool.cameras):
-            self.notify(camera)
-
-    async def _lane(self, camera: str) -> None:
-        delay = 0.5
-        wake, idle = self._wake[camera], self._idle[camera]
-        while True:
-            seg = await asyncio.to_thread(self.spool.next_ticket, camera)
-            if seg is None:
-                wake.clear()
-                idle.set()
-                try:
-                    await asyncio.wait_for(wake.wait(), self.rescan_seconds)
-                except TimeoutError:
-                    pass
-                continue
-            try:
-                await self.ingestor.ingest(seg)
-            except TransientStorageError as e:
-                self.ingestor.stats.errors += 1
-                if self.storage_error is None:
-                    log.error("S3 unavailable, segments stay in the spool and are retried: %s", e)
-                self.storage_error = str(e)
-                self.lane_errors[camera] = str(e)
-                self.on_change()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.retry_max)
-                continue
-            except Exception as e:  # a permanent problem with this segment: never drop it, alarm and retry slowly
-                self.ingestor.stats.errors += 1
-                msg = f"{type(e).__name__}: {e}"
-                if self.lane_errors.get(camera) != msg:
-                    log.error("camera %s: segment %s can't be ingested, kept in the spool: %s", camera, seg.file, msg)
-                    await self.ingestor.on_event("ingest.error", camera, {"file": seg.file, "error": msg})
-                self.lane_errors[camera] = msg
-                self.on_change()
-                await asyncio.sleep(self.retry_max)
-                continue
-            if self.storage_error is not None:
-                log.warning("S3 reachable again, uploading the spool backlog")
-            self.storage_error = None
-            self.lane_errors.pop(camera, None)
-            delay = 0.5
-            self.on_change()
-
-    async def drain(self, timeout: float) -> bool:
-        """Wait until every lane has emptied its spool queue (True) or ``timeout`` passes (False)."""
-        for camera in list(self._lanes):
-            self.notify(camera)
-        waits = [asyncio.create_task(ev.wait()) for ev in self._idle.values()]
-        if not waits:
-            return True
-        done, pending = await asyncio.wait(waits, timeout=timeout)
-        for t in pending:
-            t.cancel()
-        return not pending
-
-    async def stop(self) -> None:
-        """Cancel every lane and wait for it; tickets left behind are ingested at the next start."""
-        lanes = list(self._lanes.values())
-        for task in reversed(lanes):
-            task.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
-        self._lanes.clear()

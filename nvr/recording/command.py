@@ -8,6 +8,11 @@ import ffmpeg as ffmpeg_python
 
 from nvr.base.ffmpeg import FMP4_FLAGS
 from nvr.config.settings import CameraConfig
+from nvr.config.sources import check_lavfi, protocol_whitelist
+
+# Each fragment reaches the spool file when it is complete: without flush_packets the inner mp4 muxer
+# writes in 256 KiB chunks, so a kill -9 lost up to a whole segment instead of at most one fragment (GOP).
+SPOOL_FORMAT_OPTIONS = f"{FMP4_FLAGS}:flush_packets=1"
 
 
 def record_command(
@@ -27,6 +32,7 @@ def record_command(
     if scheme == "lavfi":
         # The synthetic demo source has no encoded stream to copy, so it is encoded here (small and fast).
         graph = camera.url.split(":", 1)[1]
+        check_lavfi(graph)  # again here: a camera stored by an older release was never checked
         src = ffmpeg_python.input(graph, f="lavfi", re=None)
         codec = {
             "vcodec": "libx264", "preset": "ultrafast", "tune": "zerolatency", "pix_fmt": "yuv420p",
@@ -34,7 +40,8 @@ def record_command(
             "force_key_frames": "expr:gte(t,n_forced*1)", "b:v": "400k", "threads": 1,
         }
     else:
-        in_opts: dict[str, object] = {}
+        # Whatever the camera (or a playlist or redirect it serves) names, ffmpeg opens only these.
+        in_opts: dict[str, object] = {"protocol_whitelist": protocol_whitelist(camera.url)}
         if scheme in ("rtsp", "rtsps"):
             in_opts["rtsp_transport"] = camera.rtsp_transport
             in_opts["timeout"] = int(connect_timeout * 1_000_000)  # socket I/O timeout, microseconds
@@ -49,7 +56,7 @@ def record_command(
         f="segment",
         segment_time=f"{segment_seconds:g}",
         segment_format="mp4",
-        segment_format_options=FMP4_FLAGS,
+        segment_format_options=SPOOL_FORMAT_OPTIONS,
         segment_list="pipe:1",
         segment_list_type="csv",
         reset_timestamps=1,

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nvr.base.events import EventSink, no_event
 from nvr.base.redact import redact_text, url_secrets
 from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.config.settings import CameraConfig, Config
@@ -56,6 +57,9 @@ class CameraStatus:
     last_error: str | None = None
     next_retry_in: float | None = None
 
+    down_since: str | None = None  # when the camera last stopped delivering segments, while it does not
+    problem: str | None = None  # why this camera is not recording, in words (None while it records)
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -79,6 +83,7 @@ class CameraRecorder:
         on_segment: SegmentSink,
         recover: RecoverFn,
         on_change: Callable[[], None] = lambda: None,
+        on_event: EventSink = no_event,
     ):
         self.camera = camera
         self.cfg = cfg
@@ -88,6 +93,7 @@ class CameraRecorder:
         self.on_segment = on_segment
         self.recover = recover
         self.on_change = on_change
+        self.on_event = on_event
         rc = cfg.recording
         self.backoff = Backoff(rc.backoff_initial, rc.backoff_max, rc.healthy_after)
         self.status = CameraStatus(camera=camera.id)
@@ -96,6 +102,8 @@ class CameraRecorder:
         self._kick = asyncio.Event()  # stop or restart requested
         self._restart_reason: str | None = None
         self._progress = time.monotonic()
+        self._created_ms = now_ms()
+        self._last_segment_ms: int | None = None  # wall time of the last closed segment
 
     # ------------------------------------------------------------------ control
 
@@ -112,6 +120,27 @@ class CameraRecorder:
         self._stop.set()
         self._kick.set()
 
+    def health(self, now: int | None = None) -> str | None:
+        """Why this camera is not recording, or None while it is (or is being stopped on purpose).
+
+        A camera is expected to close a segment within its stall deadline of starting and of the
+        last segment; past that it is down, whatever the state of the current ffmpeg run.
+        """
+        if self._stop.is_set():
+            return None
+        now = now_ms() if now is None else now
+        deadline_ms = int(self.cfg.stall_timeout(self.camera) * 1000)
+        cause = self.status.last_error or "no segment closed yet"
+        if self._last_segment_ms is None:
+            if now - self._created_ms <= deadline_ms:
+                return None
+            problem = f"never recorded since {ms_to_rfc3339(self._created_ms)}: {cause}"
+        elif now - self._last_segment_ms > deadline_ms or self.status.state == "backoff":
+            problem = f"down since {self.status.down_since or ms_to_rfc3339(self._last_segment_ms)}: {cause}"
+        else:
+            return None
+        return problem
+
     # ------------------------------------------------------------------ supervision
 
     async def run(self) -> None:
@@ -120,16 +149,23 @@ class CameraRecorder:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
-                await self._one_run()
+                try:
+                    await self._one_run()
+                except Exception as e:  # a failed run (e.g. the spool disk full) is retried, never the end
+                    msg = self.redact(f"{type(e).__name__}: {e}")
+                    self.status.last_error = msg[:500]
+                    log.error("camera %s: recording run failed: %s", cam, msg)
+                    with contextlib.suppress(Exception):
+                        await self.on_event("recording.error", cam, {"error": msg[:500]})
                 if self._stop.is_set():
                     break
-                if self._restart_reason == "drift":
-                    delay = 0.0
-                else:
-                    delay = self.backoff.next_delay(time.monotonic() - started)
+                planned = self._restart_reason == "drift"  # a new run at once, not an outage
+                delay = 0.0 if planned else self.backoff.next_delay(time.monotonic() - started)
                 self._restart_reason = None
                 self.status.restarts += 1
                 self.status.state = "backoff"
+                if self.status.down_since is None and not planned:
+                    self.status.down_since = ms_to_rfc3339(now_ms())
                 self.status.next_retry_in = round(delay, 2)
                 self.on_change()
                 log.info("camera %s: restarting ffmpeg in %.1f s (restart %d)", cam, delay, self.status.restarts)
@@ -155,6 +191,8 @@ class CameraRecorder:
             connect_timeout=self.cfg.recording.connect_timeout,
         )
         self._kick.clear()
+        if self._stop.is_set():  # stop() came while the floor was read: its kick must not be lost
+            return
         self._restart_reason = None
         self.status.state = "starting"
         self.status.run = run
@@ -258,6 +296,8 @@ class CameraRecorder:
             await asyncio.to_thread(self.spool.write_ticket, seg)
             self._progress = time.monotonic()
             self.status.state = "recording"
+            self.status.down_since = None
+            self._last_segment_ms = wall
             self.status.segments += 1
             self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)
             self.status.last_segment_closed = ms_to_rfc3339(wall)

@@ -19,13 +19,28 @@ class RecorderSupervisor:
         self.factory = factory
         self._recorders: dict[str, CameraRecorder] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self.restarts = 0  # recorder tasks that ended unasked and were started again
+        self._stopping = False
 
     def start(self, camera: CameraConfig) -> None:
         if camera.id in self._tasks:
             raise RuntimeError(f"camera {camera.id} is already recording")
         rec = self.factory(camera)
         self._recorders[camera.id] = rec
-        self._tasks[camera.id] = asyncio.create_task(rec.run(), name=f"recorder:{camera.id}")
+        task = asyncio.create_task(rec.run(), name=f"recorder:{camera.id}")
+        self._tasks[camera.id] = task
+        task.add_done_callback(lambda t, cam=camera: self._ended(cam, t))
+
+    def _ended(self, camera: CameraConfig, task: asyncio.Task) -> None:
+        """A recorder ends only when stopped; one that ended otherwise is reported and started again."""
+        if self._stopping or self._tasks.get(camera.id) is not task:
+            return  # stopped (or replaced) on purpose
+        error = "ended" if task.cancelled() or task.exception() is None else repr(task.exception())
+        log.critical("camera %s: recorder task %s without being stopped; starting it again", camera.id, error)
+        self.restarts += 1
+        del self._tasks[camera.id]
+        self._recorders.pop(camera.id, None)
+        self.start(camera)
 
     async def stop(self, camera_id: str) -> None:
         """Finish the camera's current segment and stop its recorder."""
@@ -41,6 +56,7 @@ class RecorderSupervisor:
 
     async def stop_all(self) -> None:
         """Stop every recorder: all are asked at once (each gets its grace), awaited in reverse start order."""
+        self._stopping = True
         ids = list(self._tasks)[::-1]
         for cid in ids:
             self._recorders[cid].stop()
@@ -56,4 +72,11 @@ class RecorderSupervisor:
         return rec.status if rec else None
 
     def statuses(self) -> dict[str, CameraStatus]:
+        """Every recorder's status, its ``problem`` filled in from :meth:`CameraRecorder.health`."""
+        for rec in self._recorders.values():
+            rec.status.problem = rec.health()
         return {cid: rec.status for cid, rec in self._recorders.items()}
+
+    def problems(self) -> dict[str, str]:
+        """Cameras that should record and do not, with the reason."""
+        return {cid: st.problem for cid, st in self.statuses().items() if st.problem}

@@ -1,18 +1,30 @@
-"""Wiring of ``nvr serve``: every service started in order and torn down in reverse, errors collected.
+"""Wiring of ``nvr serve``: every service started in order and torn down in exactly the reverse order.
 
-Start order (an AsyncExitStack unwinds it last-in first-out):
+Start order; each stop is registered on the AsyncExitStack right after its
+start, so the stack unwinds last-in first-out. Nothing before step 9 asks S3
+anything, so recording and the API are up within seconds whatever S3 does:
 
-1. keyring, index, S3 (embedded SeaweedFS or the configured endpoint), bucket
-   and the ledger checkpoint writer
-2. ingest lanes (anything left in the spool from a previous run starts uploading)
+1. keyring, index, the S3 client (and the embedded SeaweedFS, with its watch:
+   a weed that dies is restarted on the same data and ports)
+2. the checkpoint writer, retention (tables, rules, holds, the data-dir lock)
+   and the ingest lanes, built but not yet writing the ledger
 3. spool recovery: files without a ticket become partial segments
 4. camera registry (config cameras imported) and a recorder per enabled camera
 5. spool watch
-6. export jobs, HTTP server
+6. export jobs, HTTP server (the API gets its services from ``build_app``)
+7. the ledger gate, in the background: the bucket is checked (created when
+   missing), each camera's chain in the index is compared with the bucket's
+   (``nvr.ingest.chaincheck``), and an index that is missing, empty or behind
+   the bucket is rebuilt from the bucket (``nvr reindex``) *before* anything
+   appends to a chain: a second chain from seq 0 is never written. Then
+8. checkpoints, ingest lanes and the periodic retention sweep start. Until
+   then segments wait in the spool and health says why.
 
-On shutdown the HTTP server stops first, then the spool watch, then every
-recorder finishes its segment, then ingest drains the spool (bounded), then
-storage closes and the embedded S3 stops.
+On shutdown the gate and the retention sweeps stop first, then the HTTP
+server, the export jobs and the spool watch; then every recorder finishes its
+segment, ingest drains the spool (bounded, and not at all while S3 takes no
+uploads) and stops; then retention releases its lock, the checkpoint writer
+signs the last heads (bounded), storage closes and the embedded S3 stops.
 """
 
 from __future__ import annotations
@@ -20,21 +32,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from contextlib import AsyncExitStack
 from dataclasses import replace
 
 from aiohttp import web
 
 from nvr import __version__
+from nvr.api.app import build_app
 from nvr.api.auth import create_token
-from nvr.api.metrics import HttpMetrics
-from nvr.api.routes import build_app
+from nvr.api.deps import ClipSettings, Services
+from nvr.api.metrics import HttpMetrics, MetricsSources
+from nvr.base.errors import NvrError
 from nvr.base.ffmpeg import find_ffmpeg
 from nvr.base.pulse import Pulse
+from nvr.base.tasks import TaskOwner
 from nvr.config.settings import DEMO_CAMERAS, CameraConfig, Config
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService, fresh_private_dir
-from nvr.ingest.pipeline import Ingestor, IngestService
+from nvr.custody.reindex import reindex, summarize
+from nvr.ingest.chaincheck import ChainCheck, bucket_cameras, check_camera
+from nvr.ingest.lanes import IngestService
+from nvr.ingest.pipeline import Ingestor, object_key
 from nvr.recording.recorder import CameraRecorder
 from nvr.recording.recovery import recover_camera
 from nvr.recording.registry import CameraRegistry
@@ -51,7 +71,9 @@ from storage.spool import ClosedSegment, Spool
 log = logging.getLogger("nvr.app")
 
 # How long shutdown waits for the spool to empty into S3 before leaving the rest for the next start.
-DRAIN_SECONDS = 20.0
+DRAIN_SECONDS = 10.0
+# How long a start waits for the ledger gate before returning anyway (it goes on in the background).
+READY_WAIT = 5.0
 
 
 class NvrServer:
@@ -79,6 +101,10 @@ class NvrServer:
         self.checkpoints: CheckpointWriter | None = None
         self.exports: ExportService | None = None
         self.retention: RetentionService | None = None
+        self.app: web.Application | None = None  # the API, once started
+        self.ledger_ready = asyncio.Event()  # set once the gate let the ledger writers start
+        self.tasks: list[TaskOwner] = []  # every owner of this server's long-lived tasks, in start order
+        self._checkpoints_started = False
 
     # ------------------------------------------------------------------ callbacks between stages
 
@@ -102,18 +128,33 @@ class NvrServer:
         if self.retention is not None:
             await self.retention.on_spool_check(status.free_bytes)
 
-    async def _recover(self, camera: str) -> None:
+    async def _event(self, action: str, target: str, detail: dict) -> None:
+        """An audit entry from a stage; a failing audit write (its disk full too) is logged, never raised."""
         assert self.audit is not None
+        try:
+            await self.audit.system(action, target, detail)
+        except Exception as e:
+            log.error("audit: can't record %s %s (%s: %s): %s", action, target, type(e).__name__, e, detail)
+
+    async def _recover(self, camera: str) -> None:
         await recover_camera(
             camera, spool=self.spool, ffmpeg=self.ffmpeg, floor=self._floor,
-            on_segment=self._segment_closed, on_event=self.audit.system,
+            on_segment=self._segment_closed, on_event=self._event,
         )
 
     def _make_recorder(self, camera: CameraConfig) -> CameraRecorder:
         return CameraRecorder(
             camera, self.cfg, ffmpeg=self.ffmpeg, spool=self.spool, floor=self._floor,
             on_segment=self._segment_closed, recover=self._recover, on_change=self.pulse.fire,
+            on_event=self._event,
         )
+
+    def _owner(self, name: str) -> TaskOwner:
+        """A task owner whose stop is registered now, so it stops in reverse order of this call."""
+        owner = TaskOwner(name, on_event=self._event, on_change=self.pulse.fire)
+        self.tasks.append(owner)
+        self._stack.push_async_callback(owner.stop)
+        return owner
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +164,12 @@ class NvrServer:
         except BaseException:
             await self._stack.aclose()
             raise
+        # With S3 answering, the ledger writers run before the caller goes on; without, the start
+        # returns anyway (recording goes to the spool) and health says what is awaited.
+        try:
+            await asyncio.wait_for(self.ledger_ready.wait(), READY_WAIT)
+        except TimeoutError:
+            log.warning("started without S3: segments wait in the spool until the bucket answers")
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -130,39 +177,45 @@ class NvrServer:
 
     async def _start(self) -> None:
         cfg, stack = self.cfg, self._stack
+        # Everything nvr and its children write (spool footage, the index, exports) is private.
+        os.umask(0o077)
         log.info("nvr %s starting: data dir %s, %d camera(s)", __version__, cfg.data_dir, len(cfg.cameras))
-        self.backend = backend = await open_backend(cfg, stack, may_attach=False, create_keys=True)
+        self.backend = backend = await open_backend(cfg, stack, may_attach=False, create_keys=True,
+                                                    check_bucket=False)
         self.audit = AuditLog(backend.index)
-        # Started before ingest, so its final checkpoint (on stop) covers what the drain uploaded.
+        if backend.embedded is not None:
+            self._owner("embedded-s3").spawn("weed", backend.embedded.watch, initial=0.5, maximum=10.0)
+
+        # Built now, started by the ledger gate; stopped last (after the drain) to sign what it uploaded.
         self.checkpoints = CheckpointWriter(
             store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
-            interval=cfg.keys.checkpoint_interval, on_event=self.audit.system,
+            interval=cfg.keys.checkpoint_interval, on_event=self._event,
         )
-        await self.checkpoints.start()
-        stack.push_async_callback(self.checkpoints.stop)
+        stack.push_async_callback(self._stop_checkpoints)
+        retention_settings = RetentionSettings.from_config(cfg)
         self.retention = RetentionService(
             index=backend.index, store=backend.store, node_id=backend.node_id, audit=self.audit,
-            settings=RetentionSettings.from_config(cfg), chain_locks=self.chain_locks,
-            lock_file=cfg.data_dir / "retention.lock",
+            settings=retention_settings, chain_locks=self.chain_locks, lock_file=cfg.data_dir / "retention.lock",
         )
-        await self.retention.open()  # rules, holds; the periodic sweep starts last
-        stack.push_async_callback(self.retention.stop)
+        await self.retention.open()  # rules, holds, the lock; the periodic sweep starts with the gate
+        # If the start fails before the sweep starts, this releases the lock; at shutdown it stops a
+        # low-disk sweep a late spool check may have started after the first stop.
+        stack.push_async_callback(self.retention.close)
 
         ingestor = Ingestor(
             store=backend.store, index=backend.index, keyring=backend.keyring, spool=self.spool,
-            node_id=backend.node_id, lock_seconds=cfg.retention_min_age if cfg.storage.object_lock else 0.0,
-            on_event=self.audit.system, chain_locks=self.chain_locks, on_stored=self._segment_stored,
+            node_id=backend.node_id, lock_seconds=retention_settings.lock_seconds,
+            on_event=self._event, chain_locks=self.chain_locks, on_stored=self._segment_stored,
         )
         self.ingest = IngestService(ingestor, retry_max=cfg.storage.retry_max, on_change=self.pulse.fire)
         stack.push_async_callback(self.ingest.stop)
-        stack.push_async_callback(self._drain)
-        await self.ingest.start()
+        stack.push_async_callback(self._drain)  # before the stop: the lanes upload what the recorders closed
 
         for camera in await asyncio.to_thread(self.spool.cameras):
             await self._recover(camera)
 
         self.recorders = RecorderSupervisor(self._make_recorder)
-        stack.push_async_callback(self.recorders.stop_all)
+        stack.push_async_callback(self.recorders.stop_all)  # before load: it starts recorders and may fail midway
         self.cameras = CameraRegistry(backend.index, self.recorders, self.audit)
         await self.cameras.load(cfg.cameras)
 
@@ -170,13 +223,13 @@ class NvrServer:
             self.spool, self.audit, limit_bytes=cfg.recording.spool_limit_bytes,
             min_free_bytes=cfg.recording.min_free_bytes, on_check=self._spool_checked,
         )
-        await self._own_task(self.spoolwatch.run(), "spool-watch")
+        self._owner("spool").spawn("watch", self.spoolwatch.run, initial=1.0, maximum=30.0)
 
         await asyncio.to_thread(fresh_private_dir, self.clip_tmp)
         if self.demo:
             token = await asyncio.to_thread(_demo_token, backend.index)
             print(f"demo admin token (shown once): {token}", flush=True)
-            await self.audit.system("token.create", "demo-admin", {"role": "admin", "by": "serve --demo"})
+            await self._event("token.create", "demo-admin", {"role": "admin", "by": "serve --demo"})
 
         self.exports = ExportService(
             store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
@@ -186,7 +239,8 @@ class NvrServer:
         await self.exports.start()
         stack.push_async_callback(self.exports.stop)
 
-        runner = web.AppRunner(build_app(self), access_log=None)
+        self.app = build_app(self._services())
+        runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, cfg.server.listen_host, cfg.server.listen_port)
@@ -195,22 +249,78 @@ class NvrServer:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.server.listen_port
         log.info("HTTP API on http://%s:%d/", cfg.server.listen_host, self.http_port)
+        stack.push_async_callback(self.retention.stop_sweeps)  # the periodic sweep: first to stop
+        self._owner("start").spawn("ledger-gate", self._open_ledger, once=True, initial=1.0, maximum=15.0)
+
+    async def _open_ledger(self) -> None:
+        """Step 7 of the start: the bucket, then no chain forked, then the ledger writers (retried until done)."""
+        b = self.backend
+        assert b is not None and self.checkpoints is not None and self.ingest is not None
+        assert self.retention is not None and self.cameras is not None
+        await b.store.run(b.store.ensure_bucket)
+        behind = [c for c in await self._chain_checks() if c.ahead]
+        if behind:
+            for c in behind:
+                log.error("the index is behind the bucket: %s", c.describe())
+            await self._event("index.behind_bucket", "index", {"cameras": [c.describe() for c in behind][:50]})
+            log.warning("rebuilding the index's ledger from the bucket before any upload (nvr reindex)")
+            report = await reindex(b.store, b.index, b.keyring, force=True)
+            for line in summarize(report):
+                log.warning("reindex: %s", line)
+            await self._event("index.rebuilt", "index", {"summary": summarize(report)[:20]})
+            still = [c for c in await self._chain_checks() if c.ahead]
+            if still:
+                raise NvrError(f"the index is still behind the bucket after a rebuild ({still[0].describe()}); "
+                               "uploads stay stopped: stop nvr and run `nvr reindex --force`")
+        await self.checkpoints.start()
+        self._checkpoints_started = True
+        await self.ingest.start()
         await self.retention.start()
+        self.ledger_ready.set()
+        self.pulse.fire()
 
-    async def _own_task(self, coro, name: str) -> asyncio.Task:
-        """Start a task that the exit stack cancels and awaits."""
-        task = asyncio.create_task(coro, name=name)
+    async def _chain_checks(self) -> list[ChainCheck]:
+        """Each camera the index, the spool, the registry or the bucket knows, compared (bounded by the S3 pool)."""
+        b = self.backend
+        assert b is not None and self.cameras is not None
+        cameras = set(await asyncio.to_thread(b.index.ledger_cameras))
+        cameras |= set(await asyncio.to_thread(self.spool.cameras))
+        cameras |= {c.id for c in self.cameras.all()}
+        cameras |= await b.store.run(bucket_cameras, b.store)
+        return list(await asyncio.gather(*(
+            b.store.run(check_camera, b.store, b.index, self.spool, cam, object_key)
+            for cam in sorted(cameras))))
 
-        async def _cancel() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async def _stop_checkpoints(self) -> None:
+        if self._checkpoints_started and self.checkpoints is not None:
+            self._checkpoints_started = False
+            if self.ingest is not None and self.ingest.problem is not None:
+                # S3 takes no uploads: nothing to sign that could be stored; the next start signs.
+                await self.checkpoints.stop(final=False)
+            else:
+                await self.checkpoints.stop()
 
-        self._stack.push_async_callback(_cancel)
-        return task
+    def _services(self) -> Services:
+        """What the API's handlers use, once everything it needs is started."""
+        b = self.backend
+        assert b is not None and self.audit is not None and self.cameras is not None and self.recorders is not None
+        assert self.ingest is not None and self.spoolwatch is not None and self.retention is not None
+        assert self.exports is not None and self.checkpoints is not None
+        return Services(
+            index=b.index, store=b.store, keyring=b.keyring, audit=self.audit, cameras=self.cameras,
+            recorders=self.recorders, spool=self.spool, read_segment=self.read_segment, status=self.status,
+            metrics=MetricsSources(ingest=self.ingest, spoolwatch=self.spoolwatch, recorders=self.recorders,
+                                   cameras=self.cameras, retention=self.retention, http=self.metrics,
+                                   status=self.status),
+            clips=ClipSettings(ffmpeg=self.ffmpeg, tmp_dir=self.clip_tmp,
+                               max_seconds=self.cfg.server.max_clip_seconds),
+            retention=self.retention, exports=self.exports, checkpoints=self.checkpoints,
+        )
 
     async def _drain(self) -> None:
         assert self.ingest is not None
+        if not self.ledger_ready.is_set():
+            return  # nothing uploads before the gate opened
         if not await self.ingest.drain(DRAIN_SECONDS):
             _, files = await asyncio.to_thread(self.spool.usage)
             log.warning("shutdown: %d segment(s) still in the spool; they are uploaded at the next start", files)
@@ -221,16 +331,47 @@ class NvrServer:
         assert b is not None
         return await b.store.run(open_segment, b.store, b.index, b.keyring, row)
 
+    def failure(self) -> str | None:
+        """Why the server can't go on (an owned task that may not be restarted gave up), else None."""
+        return next((o.failure for o in self.tasks if o.failed.is_set()), None)
+
     # ------------------------------------------------------------------ status
+
+    def alarms(self) -> list[str]:
+        """Everything an operator must act on now, each in words that name the cause."""
+        assert self.recorders is not None and self.ingest is not None and self.spoolwatch is not None
+        ing = self.ingest
+        out: list[str] = []
+        for owner in self.tasks:
+            for st in owner.states().values():
+                if st.gave_up:
+                    out.append(f"{owner.owner}: {st.name} stopped for good: {st.last_error}")
+                elif not st.running and not st.done and st.last_error:
+                    out.append(f"{owner.owner}: {st.name} is being restarted after: {st.last_error}")
+        if not self.ledger_ready.is_set():
+            gate = next((o.states().get("ledger-gate") for o in self.tasks if o.owner == "start"), None)
+            why = f": {gate.last_error}" if gate and gate.last_error else ""
+            out.append(f"uploads not started yet: checking the bucket and the ledger{why}; segments wait in the spool")
+        if ing.problem is not None:
+            out.append(ing.problem.alarm())
+        out += [f"camera {c}: uploads failing: {e}" for c, e in sorted(ing.lane_errors.items())
+                if ing.problem is None or e != ing.problem.error]
+        if ing.problem is None:
+            out += [f"camera {c}: uploads stalled, segments wait in the spool" for c in ing.stalled()]
+        out += [f"camera {c}: {p}" for c, p in sorted(self.recorders.problems().items())]
+        if self.spoolwatch.status.alarm:
+            out.append(self.spoolwatch.status.alarm)
+        if self.checkpoints is not None and (cp := self.checkpoints.alarm()):
+            out.append(cp)
+        if self.retention is not None and self.retention.alarm:
+            out.append(self.retention.alarm)
+        return out
 
     def status(self) -> dict:
         """Health of every part, for the API and the logs."""
         assert self.recorders is not None and self.ingest is not None and self.spoolwatch is not None
         sp = self.spoolwatch.status
-        alarms = [a for a in (sp.alarm, self.ingest.storage_error and f"S3 unavailable: {self.ingest.storage_error}") if a]
-        alarms += [f"camera {c}: {e}" for c, e in self.ingest.lane_errors.items() if e != self.ingest.storage_error]
-        if self.retention is not None and self.retention.alarm:
-            alarms.append(self.retention.alarm)
+        problem = self.ingest.problem
         return {
             "version": __version__,
             "node": self.backend.node_id if self.backend else None,
@@ -239,16 +380,17 @@ class NvrServer:
                 "bytes": sp.bytes, "files": sp.files, "limit_bytes": sp.limit_bytes,
                 "free_bytes": sp.free_bytes, "alarm": sp.alarm,
             },
-            "storage": {"ok": self.ingest.storage_error is None, "error": self.ingest.storage_error},
+            "storage": {"ok": problem is None, "error": problem.error if problem else None,
+                        "cause": str(problem.cause) if problem else None},
             "ingest": {
                 "segments": self.ingest.stats.segments, "bytes": self.ingest.stats.bytes,
                 "errors": self.ingest.stats.errors, "gaps": self.ingest.stats.gaps,
+                "ready": self.ledger_ready.is_set(), "stalled": self.ingest.stalled(),
             },
+            "checkpoints": {"alarm": self.checkpoints.alarm() if self.checkpoints else None},
             "retention": self.retention.status() if self.retention is not None else None,
-            "alarms": alarms,
+            "alarms": self.alarms(),
         }
-
-
 
 
 def _demo_token(index) -> str:
@@ -257,9 +399,11 @@ def _demo_token(index) -> str:
 
 
 async def serve(cfg: Config, *, demo: bool = False, stop: asyncio.Event | None = None) -> None:
-    """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives."""
-    import signal
+    """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives.
 
+    Raises NvrError, after a full stop, when an owned task that may not be restarted gave up: a
+    server that can no longer record or upload must not look alive to its supervisor (systemd).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -268,5 +412,14 @@ async def serve(cfg: Config, *, demo: bool = False, stop: asyncio.Event | None =
     async with NvrServer(cfg, demo=demo) as srv:
         if demo:
             log.info("demo: recording %s", ", ".join(c.id for c in srv.cfg.cameras))
-        await stop.wait()
+        waits = [asyncio.create_task(stop.wait(), name="stop")]
+        waits += [asyncio.create_task(o.failed.wait(), name=f"failed:{o.owner}") for o in srv.tasks]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        failure = srv.failure()
         log.info("stopping: finishing segments and draining the spool")
+    if failure:
+        raise NvrError(f"nvr stopped: {failure}")

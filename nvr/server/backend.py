@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import socket
+import stat
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 from nvr.base.errors import ConfigError
 from nvr.config.settings import Config
@@ -24,15 +28,17 @@ class Backend:
     index: Index
     store: ObjectStore
     node_id: str
+    embedded: EmbeddedS3 | None = None  # the SeaweedFS this process started (its watch is the server's)
 
 
-async def open_store(cfg: Config, stack: AsyncExitStack, *, may_attach: bool) -> ObjectStore:
+async def open_store(cfg: Config, stack: AsyncExitStack, *,
+                     may_attach: bool) -> tuple[ObjectStore, EmbeddedS3 | None]:
     """The configured S3 endpoint, or the embedded SeaweedFS (attached to a running server's, or started).
 
-    A server (``may_attach=False``) stops its embedded S3 gracefully, which takes weed ~16 s; a
-    one-shot CLI command only read from it, so it stops it quickly (weed loses nothing acknowledged).
+    Returns the store and the embedded S3 this call started, if any (stopped by ``stack``).
     """
     st = cfg.storage
+    embedded: EmbeddedS3 | None = None
     if st.endpoint:
         access, secret = st.credentials()
         if not access or not secret:
@@ -48,29 +54,62 @@ async def open_store(cfg: Config, stack: AsyncExitStack, *, may_attach: bool) ->
         if ep is None:
             embedded = EmbeddedS3(cfg.data_dir)
             ep = await embedded.start()
-            if may_attach:
-                stack.push_async_callback(embedded.stop, 2.0)
-            else:
-                stack.push_async_callback(embedded.stop)
+            stack.push_async_callback(embedded.stop)
         endpoint, access, secret, secure = ep.endpoint, ep.access_key, ep.secret_key, ep.secure
     store = ObjectStore(
         endpoint=endpoint, access_key=access, secret_key=secret, bucket=st.bucket, secure=secure,
         region=st.region, ca_file=st.ca_file, max_connections=st.max_connections, object_lock=st.object_lock,
     )
     stack.callback(store.close)
-    return store
+    return store, embedded
 
 
-async def open_backend(cfg: Config, stack: AsyncExitStack, *, may_attach: bool, create_keys: bool) -> Backend:
-    """Keyring, index and bucket, each closed by ``stack`` in reverse order of opening."""
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+def private_paths(cfg: Config) -> list[Path]:
+    """What must be the nvr user's alone: the data dir and spool (dirs) and the index files in them."""
+    paths = [cfg.data_dir, cfg.spool_dir, cfg.keyring_dir]
+    paths += [cfg.index_path.with_name(cfg.index_path.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    return paths
+
+
+def make_private(cfg: Config) -> list[str]:
+    """Create the data dir 0700 and narrow what others could read (a warning line each); returns the lines.
+
+    The process umask (0077, set by the wiring and the CLI) keeps what nvr and its children create
+    private from then on; this mends what an older release or an operator left open.
+    """
+    cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fixed = []
+    for path in private_paths(cfg):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & want)
+            fixed.append(f"{path} was mode {mode:o}, readable by other local users; now {mode & want:o}")
+    for line in fixed:
+        log.warning("data dir: %s", line)
+    return fixed
+
+
+async def open_backend(cfg: Config, stack: AsyncExitStack, *, may_attach: bool, create_keys: bool,
+                       check_bucket: bool = True) -> Backend:
+    """Keyring, index and bucket, each closed by ``stack`` in reverse order of opening.
+
+    ``check_bucket=False`` makes no S3 request: the server checks the bucket in the background, so
+    recording and the API start whatever S3 does.
+    """
+    await asyncio.to_thread(make_private, cfg)
     keyring = Keyring.open(cfg.keyring_dir, create=create_keys)
     index = Index(cfg.index_path)
     stack.callback(index.close)
-    store = await open_store(cfg, stack, may_attach=may_attach)
-    try:
-        await store.run(store.ensure_bucket)
-    except TransientStorageError as e:
-        # Recording must not wait for S3: segments queue in the spool and ingest retries.
-        log.error("bucket %s can't be checked yet (%s); recording to the spool until S3 answers", store.bucket, e)
-    return Backend(keyring=keyring, index=index, store=store, node_id=cfg.server.node_id or socket.gethostname())
+    store, embedded = await open_store(cfg, stack, may_attach=may_attach)
+    if check_bucket:
+        try:
+            await store.run(store.ensure_bucket)
+        except TransientStorageError as e:
+            log.error("bucket %s can't be checked yet (%s)", store.bucket, e)
+    return Backend(keyring=keyring, index=index, store=store, node_id=cfg.server.node_id or socket.gethostname(),
+                   embedded=embedded)

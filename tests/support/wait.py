@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable
@@ -31,3 +32,16 @@ def until_while_running(
         except subprocess.TimeoutExpired:
             continue
         raise AssertionError(f"server exited with {code}; log:\n{log.read_text()[-4000:]}")
+
+
+async def until(check: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = "") -> T:
+    """Return ``check()``'s first truthy value, polled; fail after ``timeout`` seconds.
+
+    For state no event announces (another process's pid, a file another process writes).
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := check()):  # noqa: ASYNC110 - nothing to wait on but the state itself
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what or check}")
+        await asyncio.sleep(interval)
+    return value

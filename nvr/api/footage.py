@@ -1,0 +1,218 @@
+"""Routes of the ``footage`` tag: a camera's segments and timeline, one segment's bytes, clips of a range.
+
+Footage of a deleted camera stays reachable while it has segments. A segment's
+content is decrypted and verified against the ledger before a byte is sent; one
+that fails is audited (``segment.verify_failed``) and answered 502. A clip is
+streamed while ffmpeg makes it, so a failure past the first byte can only cut
+the connection short (audited as ``clip.failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from aiohttp import web
+
+from nvr.api.auth import principal_of
+from nvr.api.deps import AUDIT, CLIPS, INDEX, READ_SEGMENT
+from nvr.api.problem import Problem
+from nvr.api.shared import client_of, json_reply, visible_camera, visible_segment
+from nvr.api.spec import (
+    CAMERA,
+    CAMERA_ID_SCHEMA,
+    CURSOR,
+    END,
+    IDS,
+    LIMIT,
+    QUERY,
+    SEGMENT,
+    START,
+    TIME_SCHEMA,
+    Route,
+)
+from nvr.base.errors import NotFound
+from nvr.base.timeline import merge_ranges
+from nvr.base.times import ms_to_rfc3339
+from nvr.playback.clip import ClipError, plan_clip, stream_clip
+from storage.errors import IntegrityError, StorageError
+from storage.index import SegmentRow
+
+log = logging.getLogger("nvr.api")
+
+
+def segment_json(r: SegmentRow) -> dict[str, Any]:
+    """A segment's metadata and hashes, with the URL of its content."""
+    return {
+        "id": r.id, "camera": r.camera, "seq": r.seq, "start": ms_to_rfc3339(r.start_ms),
+        "end": ms_to_rfc3339(r.end_ms), "duration": r.duration_ms / 1000, "partial": r.partial, "size": r.size,
+        "sha256": r.sha256, "object_key": r.object_key, "object_size": r.object_size,
+        "object_sha256": r.object_sha256, "key_id": r.key_id, "record_hash": r.record_hash, "state": r.state,
+        "content_url": f"/api/v1/segments/{r.id}/content",
+    }
+
+
+# ---------------------------------------------------------------------- segments, timeline
+
+
+async def list_segments(request: web.Request) -> web.Response:
+    q = request[QUERY]
+    cid = await visible_camera(request, request[IDS]["id"], footage=True)
+    limit = q["limit"]
+    rows = await asyncio.to_thread(request.app[INDEX].segments, cid, q["start"], q["end"],
+                                   limit=limit + 1, after_start_ms=q["cursor"])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return json_reply({"segments": [segment_json(r) for r in rows],
+                       "next_cursor": str(rows[-1].start_ms) if more else None})
+
+
+async def timeline(request: web.Request) -> web.Response:
+    start, end = request[QUERY]["start"], request[QUERY]["end"]
+    cid = await visible_camera(request, request[IDS]["id"], footage=True)
+    # Footage deleted by retention is no longer recorded footage: it shows as a gap.
+    spans = await asyncio.to_thread(request.app[INDEX].spans, cid, start, end, state="stored")
+    recorded, gaps = merge_ranges(spans, start, end)
+    iso = [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in recorded]
+    return json_reply({
+        "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": iso,
+        "gaps": [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in gaps],
+        "recorded_seconds": sum(e - s for s, e in recorded) / 1000,
+    })
+
+
+async def get_segment(request: web.Request) -> web.Response:
+    return json_reply(segment_json(await visible_segment(request)))
+
+
+async def read_verified(request: web.Request, row: SegmentRow) -> bytes:
+    """The segment's original bytes; a failed check is audited and answered 502 naming the check."""
+    try:
+        return await request.app[READ_SEGMENT](row)
+    except IntegrityError as e:
+        await request.app[AUDIT].system("segment.verify_failed", row.id, {"check": e.check, "error": str(e)})
+        raise IntegrityError(f"segment {row.id} failed verification ({e.check}): {e}", segment=row.id,
+                             check=e.check) from None
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int]:
+    """First and last byte of a single ``Range: bytes=`` header (416 when it is not one inside ``size``)."""
+    m = _RANGE_RE.match(header.strip())
+    first, last = (m.group(1), m.group(2)) if m else ("", "")
+    if not m or (first == "" and last == ""):
+        raise Problem(416, f"Range {header!r} is not a single bytes range such as bytes=0-1023",
+                      headers={"Content-Range": f"bytes */{size}"})
+    if first == "":
+        a, b = max(0, size - int(last)), size - 1
+    else:
+        a, b = int(first), min(int(last), size - 1) if last else size - 1
+    if a >= size or a > b:
+        raise Problem(416, f"Range {header!r} is outside the {size} bytes of this segment",
+                      headers={"Content-Range": f"bytes */{size}"})
+    return a, b
+
+
+async def segment_content(request: web.Request) -> web.Response:
+    row = await visible_segment(request)
+    if row.state != "stored":
+        raise Problem(410, f"segment {row.id} was deleted by retention ({row.state}); its ledger record and "
+                           f"tombstone remain: GET /api/v1/segments/{row.id}/verify shows the rule and time")
+    rng = request.headers.get("Range")
+    data = await read_verified(request, row)
+    size, status, headers = len(data), 200, {
+        "X-Content-SHA256": row.sha256, "Accept-Ranges": "bytes", "ETag": f'"{row.sha256}"',
+        "Content-Disposition": f'inline; filename="{row.id.replace(":", "_")}.mp4"',
+    }
+    body = data
+    if rng:
+        a, b = _byte_range(rng, size)
+        body, status = data[a:b + 1], 206
+        headers["Content-Range"] = f"bytes {a}-{b}/{size}"
+    await request.app[AUDIT].record("segment.content", row.id, {
+        "camera": row.camera, "start": ms_to_rfc3339(row.start_ms), "end": ms_to_rfc3339(row.end_ms),
+        "client": client_of(request), "range": rng,
+    }, actor=principal_of(request).actor)
+    return web.Response(body=body, status=status, content_type="video/mp4", headers=headers)
+
+
+# ---------------------------------------------------------------------- clips
+
+
+async def clip(request: web.Request) -> web.StreamResponse:
+    start, end = request[QUERY]["start"], request[QUERY]["end"]
+    cid = await visible_camera(request, request[IDS]["id"], footage=True)
+    settings, audit, read = request.app[CLIPS], request.app[AUDIT], request.app[READ_SEGMENT]
+    limit = settings.max_seconds
+    if (end - start) / 1000 > limit:
+        raise Problem(413, f"a clip may last at most {limit:g} s (server.max_clip); this one asks "
+                           f"{(end - start) / 1000:g} s: split the range")
+    rows = await asyncio.to_thread(request.app[INDEX].segments, cid, start, end, state="stored")
+    plan = plan_clip(rows, start, end)
+    if not plan.segments:
+        raise NotFound(f"camera {cid!r} recorded nothing between {ms_to_rfc3339(start)} and {ms_to_rfc3339(end)}")
+    gaps = ", ".join(f"{ms_to_rfc3339(a)}/{ms_to_rfc3339(b)}" for a, b in plan.gaps)
+    await audit.record("clip", cid, {
+        "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "segments": [r.id for r in plan.segments],
+        "gaps": len(plan.gaps), "client": client_of(request),
+    }, actor=principal_of(request).actor)
+    resp = web.StreamResponse(headers={
+        "Content-Type": "video/mp4",
+        "Content-Disposition": f'inline; filename="{cid}_{ms_to_rfc3339(start)}.mp4"'.replace(":", "-"),
+        "X-Clip-Segments": str(len(plan.segments)),
+        "X-Clip-Gaps": gaps or "none",
+        "X-Clip-Recorded-Start": ms_to_rfc3339(max(start, plan.segments[0].start_ms)),
+        "Cache-Control": "no-store",
+    })
+    await resp.prepare(request)
+
+    async def read_for_clip(row: SegmentRow) -> bytes:
+        try:
+            return await read(row)
+        except StorageError as e:
+            raise ClipError(f"segment {row.id}: {e}") from e
+
+    try:
+        await stream_clip(plan, ffmpeg=settings.ffmpeg, read_segment=read_for_clip, write=resp.write,
+                          tmp_dir=settings.tmp_dir)
+    except ClipError as e:
+        # The status line is gone already: end the connection without the final chunk, so the client
+        # sees a truncated transfer rather than a complete-looking clip.
+        log.error("clip of %s %s..%s failed mid-stream: %s", cid, ms_to_rfc3339(start), ms_to_rfc3339(end), e)
+        await audit.system("clip.failed", cid, {"error": str(e)})
+        if request.transport is not None:
+            request.transport.close()
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+SCHEMAS: dict[str, Any] = {
+    "Segment": {"type": "object", "properties": {
+        "id": {"type": "string"}, "camera": CAMERA_ID_SCHEMA, "seq": {"type": "integer"}, "start": TIME_SCHEMA,
+        "end": TIME_SCHEMA, "duration": {"type": "number"}, "partial": {"type": "boolean"},
+        "size": {"type": "integer"}, "sha256": {"type": "string"}, "object_key": {"type": "string"},
+        "object_sha256": {"type": "string"}, "key_id": {"type": "string"}, "record_hash": {"type": "string"},
+        "state": {"type": "string"}, "content_url": {"type": "string"}}},
+}
+
+_RANGE = (START.as_required(), END.as_required())
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/api/v1/cameras/{id}/segments", list_segments, "viewer", "Segments of a camera, paged",
+          tag="footage", ids={"id": CAMERA}, query=(START, END, LIMIT, CURSOR)),
+    Route("GET", "/api/v1/cameras/{id}/timeline", timeline, "viewer", "Recorded ranges and gaps",
+          tag="footage", ids={"id": CAMERA}, query=_RANGE),
+    Route("GET", "/api/v1/cameras/{id}/clip.mp4", clip, "viewer",
+          "One fragmented MP4 of the range, streamed while it is made", tag="footage", ids={"id": CAMERA},
+          query=_RANGE, responses={200: "video/mp4", 413: "Problem"}),
+    Route("GET", "/api/v1/segments/{id}", get_segment, "viewer", "Segment metadata and hashes", tag="footage",
+          ids={"id": SEGMENT}),
+    Route("GET", "/api/v1/segments/{id}/content", segment_content, "viewer",
+          "The original segment (decrypted and verified), with Range support", tag="footage",
+          ids={"id": SEGMENT},
+          responses={200: "video/mp4", 206: "video/mp4", 410: "Problem", 416: "Problem", 502: "Problem"}),
+)

@@ -1,0 +1,117 @@
+"""The whole server against real services: an S3 outage, a kill -9 and restart, the demo (`nvr serve --demo`)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage.embedded_s3 import EmbeddedS3
+from storage.index import Index
+from storage.ledger import verify_chain
+from tests.conftest import make_config, minio_client, running, wait_segments
+from tests.support.checks import assert_contiguous, bucket_keys, cli
+from tests.support.wait import until_while_running
+
+pytestmark = pytest.mark.integration
+
+
+async def test_s3_outage_loses_nothing_and_alarms(rtsp, tmp_path, bucket):
+    emb = EmbeddedS3(tmp_path / "own-s3")
+    ep = await emb.start()
+    try:
+        cfg = make_config(tmp_path, ep, bucket, [{"id": "yard", "url": rtsp.url("cam5")}],
+                          recording={"spool_limit": "1KiB"})
+        async with running(cfg) as srv:
+            await wait_segments(srv, "yard", 2, timeout=60)
+            await emb.stop(timeout=1)  # an outage, not a maintenance stop
+            spool = srv.spool
+            await srv.pulse.wait_until(
+                lambda: srv.ingest.storage_error is not None and spool.backlog("yard") >= 3, timeout=60)
+            await srv.spoolwatch.check()
+            alarms = srv.status()["alarms"]
+            assert any("spool" in a for a in alarms) and any("S3 unavailable" in a for a in alarms), alarms
+            assert srv.recorders.status("yard").state == "recording"  # recording goes on
+            await emb.start()
+            await srv.pulse.wait_until(
+                lambda: srv.ingest.storage_error is None and spool.backlog("yard") == 0, timeout=90)
+        index = Index(cfg.index_path)
+        rows = index.segments("yard")
+        assert len(rows) >= 5
+        assert_contiguous(rows)  # nothing lost: no hole where S3 was away
+        assert verify_chain("yard", index.ledger_records("yard")) == []
+        assert bucket_keys(ep, bucket, "yard/") == sorted(r.object_key for r in rows)
+    finally:
+        await emb.stop()
+
+
+async def test_sigkill_mid_run_then_restart_ingests_spool_exactly_once(rtsp, s3, bucket, tmp_path):
+    cfg = make_config(tmp_path, s3, bucket, [{"id": "lobby", "url": rtsp.url("cam6")}])
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvr.cli", "serve", "--config", str(tmp_path / "nvr.toml")],
+        stdout=subprocess.DEVNULL, stderr=open(log, "wb"),
+    )
+    try:
+        await asyncio.to_thread(
+            until_while_running, proc,
+            lambda: cfg.index_path.exists() and len(Index(cfg.index_path).segments("lobby")) >= 3,
+            timeout=90, log=log,
+        )
+    finally:
+        proc.kill()  # SIGKILL: no shutdown code runs
+        proc.wait(10)
+    # ffmpeg died with its parent and left the segment in flight in the spool, without a ticket.
+    leftovers = list((cfg.spool_dir / "lobby").glob("*.mp4"))
+    assert leftovers, "expected the in-flight segment in the spool"
+    async with running(cfg) as srv:
+        await srv.pulse.wait_until(lambda: srv.spool.backlog("lobby") == 0 and any(
+            r.partial for r in srv.backend.index.segments("lobby")), timeout=60)
+        await wait_segments(srv, "lobby", len(srv.backend.index.segments("lobby")) + 2, timeout=60)
+    index = Index(cfg.index_path)  # the server closed its own
+    rows = index.segments("lobby")
+    assert any(r.partial for r in rows)
+    assert_contiguous(rows, allow_gaps=True)
+    assert len({r.object_key for r in rows}) == len(rows) == len(index.ledger_records("lobby"))
+    assert bucket_keys(s3, bucket, "lobby/") == sorted(r.object_key for r in rows)
+    versions = list(minio_client(s3).list_objects(bucket, prefix="lobby/", recursive=True, include_version=True))
+    assert len(versions) == len(rows)
+    assert verify_chain("lobby", index.ledger_records("lobby")) == []
+    assert not list(cfg.spool_dir.rglob("*.mp4"))
+
+
+def test_demo_records_within_a_minute_and_fetch_verifies(tmp_path):
+    data = tmp_path / "demo"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nvr.cli", "serve", "--demo", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "demo.log", "wb"),
+    )
+    log = tmp_path / "demo.log"
+
+    def both_cameras() -> list[dict] | None:
+        if not (data / "index.sqlite3").exists():
+            return None
+        listing = cli("segments", "--json", "--data-dir", str(data))
+        rows = [json.loads(line) for line in listing.stdout.splitlines()]
+        return rows if {r["camera"] for r in rows} >= {"demo-1", "demo-2"} else None
+
+    try:
+        rows = until_while_running(server, both_cameras, timeout=60, log=log)
+        out = tmp_path / "seg.mp4"
+        fetched = cli("fetch", rows[0]["id"], "-o", str(out), "--data-dir", str(data))
+        assert fetched.returncode == 0, fetched.stderr
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == rows[0]["sha256"]
+    finally:
+        server.send_signal(2)
+        code = server.wait(60)
+    assert code == 0, (tmp_path / "demo.log").read_text()
+    assert "Traceback" not in (tmp_path / "demo.log").read_text()
+    # With the server stopped, fetch starts its own embedded S3 on the same data dir.
+    again = cli("fetch", rows[0]["id"], "-o", str(tmp_path / "again.mp4"), "--data-dir", str(data))
+    assert again.returncode == 0, again.stderr
+    assert Path(tmp_path / "again.mp4").read_bytes() == out.read_bytes()
