@@ -103,7 +103,7 @@ class ObjectStore:
         timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
         # One SDK-level retry of a failed connection; 5xx answers come back as they are, so an alarm can
         # say "answered 500" rather than "unreachable". The ingest loop owns retrying with back-off.
-        retries = urllib3.Retry(total=1, backoff_factor=0.2)
+        retries = urllib3.Retry(total=1, read=0, backoff_factor=0.2)  # a read timeout is not retried here
         kwargs: dict[str, Any] = {"timeout": timeout, "maxsize": max_connections, "retries": retries, "block": True}
         if secure:
             ctx = ssl.create_default_context(cafile=ca_file or None)
