@@ -22,7 +22,7 @@ Facts about weed 4.48 that shaped the command line (see ``command.weed_command``
 
 * A clean SIGTERM takes ~16-17 s: the filer drains its gRPC server with a hard-coded 15 s
   timeout that its own metadata subscriptions always run into.  ``stop()`` therefore sends
-  SIGKILL after 2 s.  SIGKILL loses nothing that was acknowledged (writes are appended to
+  SIGKILL after 0.5 s.  SIGKILL loses nothing that was acknowledged (writes are appended to
   volume and leveldb journal files before the answer), it only skips the drain.
 * The master keeps its raft state in ``data/m<master port>``: restarting on the same ports
   resumes it; other ports start a fresh master which rebuilds the topology (and the next

@@ -44,7 +44,7 @@ from storage.errors import EmbeddedS3Error
 DEFAULT_VOLUME_SIZE_LIMIT_MB = 256
 # weed's clean stop always waits out a hard-coded 15 s filer drain; SIGKILL after this loses no
 # acknowledged write (see the package docstring), so shutdown does not wait for the drain.
-DEFAULT_STOP_TIMEOUT = 2.0
+DEFAULT_STOP_TIMEOUT = 0.5
 _LOG_TAIL_LINES = 20
 _LOG_ROTATE_BYTES = 16 * 1024 * 1024
 _POLL_INTERVAL = 0.25
@@ -144,7 +144,7 @@ class EmbeddedS3:
         """Stop weed: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.  Idempotent.
 
         weed 4.48 needs ~17 s for a clean stop (a hard-coded 15 s filer drain); the default
-        ends in SIGKILL after 2 s, which loses no acknowledged write.
+        ends in SIGKILL after 0.5 s, which loses no acknowledged write.
         """
         self._stopping = True
         async with self._op_lock:
@@ -405,7 +405,7 @@ class EmbeddedS3:
         except TimeoutError:
             # The usual path: weed's drain outlasts any short timeout, and SIGKILL loses nothing acknowledged.
             self._log.info(
-                "embedded S3: weed (pid %d) still running %.0fs after SIGTERM, killing it",
+                "embedded S3: weed (pid %d) still running %.1fs after SIGTERM, killing it",
                 proc.pid,
                 timeout,
             )

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import subprocess
+import time
 
 import pytest
 
@@ -105,3 +106,45 @@ async def test_unreachable_camera_backs_off_without_disturbing_others(rtsp, s3, 
     index = Index(cfg.index_path)
     assert index.segments("dead") == []
     assert_contiguous(index.segments("alive"))
+
+
+async def test_a_kill_loses_at_most_the_fragment_being_written(tmp_path):
+    """kill -9 of a recording ffmpeg mid-segment: the spool file plays up to the last complete fragment.
+
+    Every fragment (one per keyframe, 1 s here) reaches the file when it is complete; without that
+    the mp4 muxer wrote 256 KiB at a time and a kill lost up to a whole segment.
+    """
+    from nvr.base.ffmpeg import probe_duration
+    from nvr.config.settings import CameraConfig
+    from nvr.recording.command import record_command
+    from tests.support.rtsp import RtspSimulator, make_clip
+    from tests.support.wait import until
+
+    # A low-bitrate camera (20 KB/s): 256 KiB writes would come every 13 s, fragments come every 1 s.
+    clip = make_clip(tmp_path / "low.h264", width=320, height=240, fps=15, seconds=4, gop=15, bitrate="150k")
+    sim = RtspSimulator()
+    await asyncio.to_thread(sim.start, mounts=("low",), clip=clip)
+    argv = record_command(find_ffmpeg(), CameraConfig(id="k", url=sim.url("low")), tmp_path / "r-%06d.mp4",
+                          segment_seconds=60, connect_timeout=5)
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+    seg = tmp_path / "r-000000.mp4"
+    sizes: list[int] = []
+
+    def grew() -> bool:
+        size = seg.stat().st_size if seg.exists() else 0
+        if size and (not sizes or size != sizes[-1]):
+            sizes.append(size)
+        return len(sizes) >= 5  # the header, then at least four fragments, each flushed as it closed
+
+    try:
+        await until(lambda: seg.exists(), timeout=20, what="the first segment file")
+        born = time.monotonic()
+        await until(grew, timeout=20, interval=0.05, what="fragments reaching the spool file")
+    finally:
+        proc.kill()
+        await proc.wait()
+        await asyncio.to_thread(sim.stop)
+    elapsed = time.monotonic() - born
+    duration = await probe_duration(find_ffmpeg(), seg)
+    assert duration is not None and elapsed - duration <= 1.5, (elapsed, duration)  # one GOP (1 s) and slack
