@@ -7,12 +7,47 @@ from pathlib import Path
 import ffmpeg as ffmpeg_python
 
 from nvr.base.ffmpeg import FMP4_FLAGS
+from nvr.base.redact import url_secrets
 from nvr.config.settings import CameraConfig
-from nvr.config.sources import check_lavfi, protocol_whitelist
+from nvr.config.sources import check_lavfi, protocol_whitelist, scheme_of
 
 # Each fragment reaches the spool file when it is complete: without flush_packets the inner mp4 muxer
 # writes in 256 KiB chunks, so a kill -9 lost up to a whole segment instead of at most one fragment (GOP).
 SPOOL_FORMAT_OPTIONS = f"{FMP4_FLAGS}:flush_packets=1"
+
+
+# Streaming protocols whose URL ffmpeg can open through a concat list: no playlist, so the list's own
+# "file" protocol (needed to read it) can't be reached by anything the camera serves.
+_LISTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt")
+
+
+def input_options(camera: CameraConfig, connect_timeout: float) -> dict[str, object]:
+    """The ffmpeg input options of a network camera."""
+    # Whatever the camera (or a playlist or redirect it serves) names, ffmpeg opens only these.
+    opts: dict[str, object] = {"protocol_whitelist": protocol_whitelist(camera.url)}
+    scheme = scheme_of(camera.url)
+    if scheme in ("rtsp", "rtsps"):
+        opts["rtsp_transport"] = camera.rtsp_transport
+        opts["timeout"] = int(connect_timeout * 1_000_000)  # socket I/O timeout, microseconds
+    elif scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
+        opts["rw_timeout"] = int(connect_timeout * 1_000_000)
+    return opts
+
+
+def hidden_input(camera: CameraConfig, connect_timeout: float) -> str | None:
+    """An ffconcat list naming the camera's URL when it carries credentials, so they are not in argv.
+
+    Any local user can read every process's argv (``/proc/<pid>/cmdline``); the list is a 0600 file in
+    the private spool. None when the URL has no secret, or its scheme can't go through a list (HLS and
+    HTTP: the deployment hides processes instead, see docs/security.md).
+    """
+    if not url_secrets(camera.url) or scheme_of(camera.url) not in _LISTED_SCHEMES:
+        return None
+    in_opts = input_options(camera, connect_timeout)
+    quoted = camera.url.replace("'", "'\\''")
+    lines = ["ffconcat version 1.0", f"file '{quoted}'"]
+    lines += [f"option {k} {v}" for k, v in in_opts.items() if k != "protocol_whitelist"]
+    return "\n".join(lines) + "\n"
 
 
 def record_command(
@@ -22,11 +57,14 @@ def record_command(
     *,
     segment_seconds: float,
     connect_timeout: float,
+    input_list: Path | None = None,
 ) -> list[str]:
     """The argv of one recording run: copy the camera's streams into fragmented-MP4 segments.
 
     The segment list goes to stdout as CSV (``file,start,end`` in stream
-    seconds), one line the moment each segment is closed.
+    seconds), one line the moment each segment is closed. With ``input_list``
+    (a file holding :func:`hidden_input`), ffmpeg reads
+    the camera URL from it instead of from argv.
     """
     scheme = camera.url.split(":", 1)[0].lower()
     if scheme == "lavfi":
@@ -40,14 +78,12 @@ def record_command(
             "force_key_frames": "expr:gte(t,n_forced*1)", "b:v": "400k", "threads": 1,
         }
     else:
-        # Whatever the camera (or a playlist or redirect it serves) names, ffmpeg opens only these.
-        in_opts: dict[str, object] = {"protocol_whitelist": protocol_whitelist(camera.url)}
-        if scheme in ("rtsp", "rtsps"):
-            in_opts["rtsp_transport"] = camera.rtsp_transport
-            in_opts["timeout"] = int(connect_timeout * 1_000_000)  # socket I/O timeout, microseconds
-        elif scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
-            in_opts["rw_timeout"] = int(connect_timeout * 1_000_000)
-        src = ffmpeg_python.input(camera.url, **in_opts)
+        in_opts = input_options(camera, connect_timeout)
+        if input_list is not None:
+            whitelist = f"file,{in_opts['protocol_whitelist']}"  # "file" reads the list, not the camera
+            src = ffmpeg_python.input(str(input_list), f="concat", safe=0, protocol_whitelist=whitelist)
+        else:
+            src = ffmpeg_python.input(camera.url, **in_opts)
         codec = {"c": "copy"}
     streams = [src["v"], src["a?"]] if camera.audio else [src["v"]]
     out = ffmpeg_python.output(

@@ -14,6 +14,7 @@ import contextlib
 import csv
 import ctypes
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from nvr.base.redact import redact_text, url_secrets
 from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.config.settings import CameraConfig, Config
 from nvr.recording.backoff import Backoff
-from nvr.recording.command import record_command
+from nvr.recording.command import hidden_input, record_command
 from nvr.recording.runclock import RunClock
 from storage.spool import ClosedSegment, Spool, closed_now, run_id
 
@@ -38,6 +39,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """Runs in the child before exec: ffmpeg gets SIGKILL if nvr dies, so no orphan writes into the spool."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _write_private(path, text: str) -> None:
+    """Write ``text`` to ``path``, mode 0600 from the first byte (it holds a camera's credentials)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -185,10 +197,15 @@ class CameraRecorder:
             spawned_ms=spawned, floor_ms=await self.floor(cam), max_drift_ms=int(self.cfg.recording.max_drift * 1000)
         )
         pattern = self.spool.camera_dir(cam) / f"{run}-%06d.mp4"
+        timeout = self.cfg.recording.connect_timeout
+        listed = hidden_input(self.camera, timeout)
+        input_list = None
+        if listed is not None:  # the URL's credentials go in a private file, not in ffmpeg's argv
+            input_list = self.spool.camera_dir(cam) / ".input.ffconcat"
+            await asyncio.to_thread(_write_private, input_list, listed)
         argv = record_command(
             self.ffmpeg, self.camera, pattern,
-            segment_seconds=self.cfg.segment_seconds(self.camera),
-            connect_timeout=self.cfg.recording.connect_timeout,
+            segment_seconds=self.cfg.segment_seconds(self.camera), connect_timeout=timeout, input_list=input_list,
         )
         self._kick.clear()
         if self._stop.is_set():  # stop() came while the floor was read: its kick must not be lost

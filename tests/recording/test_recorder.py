@@ -148,3 +148,20 @@ async def test_a_kill_loses_at_most_the_fragment_being_written(tmp_path):
     elapsed = time.monotonic() - born
     duration = await probe_duration(find_ffmpeg(), seg)
     assert duration is not None and elapsed - duration <= 1.5, (elapsed, duration)  # one GOP (1 s) and slack
+
+
+async def test_camera_credentials_never_reach_ffmpegs_argv(rtsp, s3, bucket, tmp_path):
+    """Any local user reads every argv in /proc: the URL's password goes to ffmpeg in a 0600 file instead."""
+    import stat
+    from pathlib import Path
+
+    url = rtsp.url("cam7").replace("rtsp://", "rtsp://officer:s3cr3t-pw@")
+    cfg = make_config(tmp_path, s3, bucket, [{"id": "priv", "url": url}])
+    async with running(cfg) as srv:
+        await wait_segments(srv, "priv", 2, timeout=60)
+        pid = srv.recorders.status("priv").pid
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv and not any(b"s3cr3t-pw" in a or b"officer" in a for a in argv), argv
+        listed = cfg.spool_dir / "priv" / ".input.ffconcat"
+        assert stat.S_IMODE(listed.stat().st_mode) == 0o600 and b"s3cr3t-pw" in listed.read_bytes()
+        assert "s3cr3t-pw" not in json.dumps(srv.status())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -119,3 +120,32 @@ def test_demo_records_within_a_minute_and_fetch_verifies(tmp_path):
     again = cli("fetch", rows[0]["id"], "-o", str(tmp_path / "again.mp4"), "--data-dir", str(data))
     assert again.returncode == 0, again.stderr
     assert Path(tmp_path / "again.mp4").read_bytes() == out.read_bytes()
+
+
+async def test_a_local_user_can_read_nothing_under_the_data_dir(rtsp, tmp_path):
+    """After a run with the embedded S3: every dir 0700 and every file 0600 (footage, index, keys, weed's data)."""
+    import os
+    import stat
+
+    from storage.embedded_s3 import S3Endpoint
+
+    cfg = make_config(tmp_path, S3Endpoint("", "", ""), "footage", [{"id": "door", "url": rtsp.url("cam4")}],
+                      storage={"endpoint": "", "access_key": "", "secret_key": ""})
+    cfg.data_dir.mkdir(parents=True)
+    os.chmod(cfg.data_dir, 0o755)  # as an older release or an operator may have left it
+    async with running(cfg) as srv:
+        await wait_segments(srv, "door", 2, timeout=90)
+        open_to_others = []
+        for root, dirs, files in os.walk(cfg.data_dir):
+            for name in [*dirs, *files]:
+                path = Path(root) / name
+                with contextlib.suppress(FileNotFoundError):  # a segment ingested meanwhile
+                    st = path.lstat()
+                    if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                        open_to_others.append(f"{path.relative_to(cfg.data_dir)} {stat.S_IMODE(st.st_mode):o}")
+        assert stat.S_IMODE(cfg.data_dir.stat().st_mode) == 0o700
+        # weed chmods its volume files 0644 itself; they sit in 0700 dirs, so no other user reaches them.
+        reachable = [p for p in open_to_others if not p.startswith("s3/data/") or not p.endswith("644")]
+        assert not reachable, reachable
+        for d in (cfg.data_dir / "s3", cfg.data_dir / "s3" / "data"):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
