@@ -27,6 +27,15 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def has_credentials(url: str) -> bool:
+    """True when the URL carries a user, a password or a secret-looking query value, however short."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True  # can't tell: treat it as secret
+    return bool(parts.username or parts.password or _SECRET_QUERY_RE.search(parts.query))
+
+
 def url_secrets(url: str) -> list[str]:
     """The secret strings inside a URL (password and user, raw and percent-decoded)."""
     try:

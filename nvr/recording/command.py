@@ -7,7 +7,7 @@ from pathlib import Path
 import ffmpeg as ffmpeg_python
 
 from nvr.base.ffmpeg import FMP4_FLAGS
-from nvr.base.redact import url_secrets
+from nvr.base.redact import has_credentials
 from nvr.config.settings import CameraConfig
 from nvr.config.sources import check_lavfi, protocol_whitelist, scheme_of
 
@@ -41,7 +41,7 @@ def hidden_input(camera: CameraConfig, connect_timeout: float) -> str | None:
     the private spool. None when the URL has no secret, or its scheme can't go through a list (HLS and
     HTTP: the deployment hides processes instead, see docs/security.md).
     """
-    if not url_secrets(camera.url) or scheme_of(camera.url) not in _LISTED_SCHEMES:
+    if not has_credentials(camera.url) or scheme_of(camera.url) not in _LISTED_SCHEMES:
         return None
     in_opts = input_options(camera, connect_timeout)
     quoted = camera.url.replace("'", "'\\''")

@@ -55,3 +55,13 @@ def test_tokens_are_created_listed_and_revoked(tmp_path):
     assert again.returncode == 1 and again.stderr == "nvr: no live token named 'desk'\n"
     bad = nvr("token", "create", "--name", "x", "--role", "admin", "--cameras", "a b", "--data-dir", "d", cwd=tmp_path)
     assert bad.returncode == 2 and "--cameras" in bad.stderr
+
+
+def test_check_config_warns_where_credentials_can_only_go_in_argv(tmp_path):
+    (tmp_path / "nvr.toml").write_text('[[cameras]]\nid = "web"\nurl = "http://u:pw@cam/video.mjpg"\n'
+                                       '[[cameras]]\nid = "dome"\nurl = "rtsp://u:pw@cam/1"\n')
+    proc = nvr("check-config", "--config", str(tmp_path / "nvr.toml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "camera web" in proc.stderr and "hidepid" in proc.stderr  # http: no way but argv
+    assert "camera dome" not in proc.stderr  # rtsp: the URL goes to ffmpeg in a private file
+    assert "pw" not in proc.stdout
