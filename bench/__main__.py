@@ -1,7 +1,7 @@
 """``python -m bench <name> [--quick|--full]``: run one measurement, or ``all`` of them.
 
 Names: recording (1), cameras (2), ingest (3), peer (4), retrieval (5),
-index (6), retention (7), all; ``plots`` redraws the PNGs from the saved
+index (6), retention (7), faults (8), all; ``plots`` redraws the PNGs from the saved
 results and ``table`` prints the results table (Markdown) of the last runs.
 """
 
@@ -24,6 +24,7 @@ MEASUREMENTS = {
     "index": ("bench.index_scale", "6. index at 1 M (10 M, 50 M) rows: day queries, size"),
     "retention": ("bench.retention", "7. retention deletions ÷ raw S3 multi-delete"),
     "cameras": ("bench.cameras", "2. cameras per node: largest count held with zero loss"),
+    "faults": ("bench.faults", "8. footage lost per kill -9 (÷ without fragment flush), Ctrl-C of the demo"),
 }
 
 

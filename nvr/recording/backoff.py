@@ -1,4 +1,9 @@
-"""Capped exponential back-off with jitter that resets after a healthy run (pure logic)."""
+"""Capped exponential back-off with jitter that resets after a healthy run (pure logic).
+
+A run is healthy when it lasted ``healthy_after`` seconds or delivered a good segment: a camera that
+flaps (away 10 s every 30 s) comes back each time within the initial delay, not after a delay that
+grew because its good runs were short.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,9 @@ class Backoff:
     attempt: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
-    def next_delay(self, ran_for: float) -> float:
-        """Seconds to wait before restarting a process that ran ``ran_for`` seconds."""
-        if ran_for >= self.healthy_after:
+    def next_delay(self, ran_for: float, *, delivered: bool = False) -> float:
+        """Seconds to wait before restarting a process that ran ``ran_for`` seconds (``delivered``: it produced)."""
+        if delivered or ran_for >= self.healthy_after:
             self.attempt = 0
         base = min(self.maximum, self.initial * (2 ** self.attempt))
         self.attempt += 1

@@ -58,6 +58,7 @@ def record_command(
     segment_seconds: float,
     connect_timeout: float,
     input_list: Path | None = None,
+    audio_to_aac: bool = False,
 ) -> list[str]:
     """The argv of one recording run: copy the camera's streams into fragmented-MP4 segments.
 
@@ -84,7 +85,8 @@ def record_command(
             src = ffmpeg_python.input(str(input_list), f="concat", safe=0, protocol_whitelist=whitelist)
         else:
             src = ffmpeg_python.input(camera.url, **in_opts)
-        codec = {"c": "copy"}
+        # Video is always copied. Audio too, unless mp4 can't carry it (G.711 and kin): then AAC, cheap at 8 kHz.
+        codec = {"c:v": "copy", **({"c:a": "aac", "b:a": "32k"} if audio_to_aac else {"c:a": "copy"})}
     streams = [src["v"], src["a?"]] if camera.audio else [src["v"]]
     out = ffmpeg_python.output(
         *streams,
@@ -98,4 +100,6 @@ def record_command(
         reset_timestamps=1,
         **codec,
     )
-    return ffmpeg_python.compile(out.global_args("-hide_banner", "-nostats", "-loglevel", "warning"), cmd=ffmpeg)
+    # -progress on stderr: a frame count every second, so a camera that connects but sends nothing shows.
+    return ffmpeg_python.compile(out.global_args("-hide_banner", "-nostats", "-loglevel", "warning",
+                                                 "-progress", "pipe:2", "-stats_period", "1"), cmd=ffmpeg)

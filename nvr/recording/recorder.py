@@ -15,6 +15,7 @@ import csv
 import ctypes
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,19 @@ from nvr.recording.runclock import RunClock
 from storage.spool import ClosedSegment, Spool, closed_now, run_id
 
 log = logging.getLogger("nvr.recorder")
+
+# Keys of ffmpeg's -progress output (one key=value a line, every stats period).
+_PROGRESS_KEYS = frozenset({"frame", "fps", "stream_0_0_q", "bitrate", "total_size", "out_time_us", "out_time_ms",
+                            "out_time", "dup_frames", "drop_frames", "speed", "progress"})
+_REPEAT_RE = re.compile(r"Last message repeated \d+ times?")
+_CAUSE_RE = re.compile(r"(?i)error|fail|refused|timed out|timeout|unreachable|not found|denied|unauthorized|"
+                       r"no route|reset by peer|invalid|could not|unable|no space|broken pipe|unsupported")
+# mp4 can't carry the camera's audio (G.711 PCMA/PCMU, G.726…): record video with the audio in AAC instead.
+_AUDIO_UNSUPPORTED_RE = re.compile(r"(?i)(could not find tag for codec (pcm_alaw|pcm_mulaw|adpcm_g72\d|pcm_s16)"
+                                   r"|codec not currently supported in container)")
+# A camera that keeps its socket open but sends no frame for this long is frozen: ffmpeg is restarted and
+# health says so. Longer than the longest GOP cameras use (4 s) plus a consumer link's hiccup.
+FRAME_TIMEOUT = 10.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -115,6 +129,11 @@ class CameraRecorder:
         self._restart_reason: str | None = None
         self._progress = time.monotonic()
         self._created_ms = now_ms()
+        self._frame_progress = time.monotonic()  # last time ffmpeg reported a new frame
+        self._run_cause: str | None = None  # the first error line of the current run
+        self._run_last_line: str | None = None
+        self._audio_unsupported = False  # the current run's ffmpeg said mp4 can't carry the audio
+        self._transcode_audio = False  # learned once per recorder: audio goes to AAC
         self._last_segment_ms: int | None = None  # wall time of the last closed segment
 
     # ------------------------------------------------------------------ control
@@ -161,6 +180,7 @@ class CameraRecorder:
         try:
             while not self._stop.is_set():
                 started = time.monotonic()
+                segments_before = self.status.segments
                 try:
                     await self._one_run()
                 except Exception as e:  # a failed run (e.g. the spool disk full) is retried, never the end
@@ -171,8 +191,9 @@ class CameraRecorder:
                         await self.on_event("recording.error", cam, {"error": msg[:500]})
                 if self._stop.is_set():
                     break
-                planned = self._restart_reason == "drift"  # a new run at once, not an outage
-                delay = 0.0 if planned else self.backoff.next_delay(time.monotonic() - started)
+                planned = self._restart_reason in ("drift", "audio")  # a new run at once, not an outage
+                delivered = self.status.segments > segments_before  # a good segment: the camera was back
+                delay = 0.0 if planned else self.backoff.next_delay(time.monotonic() - started, delivered=delivered)
                 self._restart_reason = None
                 self.status.restarts += 1
                 self.status.state = "backoff"
@@ -206,10 +227,13 @@ class CameraRecorder:
         argv = record_command(
             self.ffmpeg, self.camera, pattern,
             segment_seconds=self.cfg.segment_seconds(self.camera), connect_timeout=timeout, input_list=input_list,
+            audio_to_aac=self._transcode_audio,
         )
         self._kick.clear()
         if self._stop.is_set():  # stop() came while the floor was read: its kick must not be lost
             return
+        self._run_cause = self._run_last_line = None
+        self._audio_unsupported = False
         self._restart_reason = None
         self.status.state = "starting"
         self.status.run = run
@@ -237,10 +261,14 @@ class CameraRecorder:
             reason = await self._watch(reader)
             if reason != "exited":
                 if reason == "stalled":
-                    self.status.last_error = self.redact(
+                    self._run_cause = self.redact(
                         f"no segment closed for {self.cfg.stall_timeout(self.camera):.0f} s; ffmpeg restarted"
                     )
-                    log.warning("camera %s: %s", cam, self.status.last_error)
+                    log.warning("camera %s: %s", cam, self._run_cause)
+                elif reason == "frozen":
+                    self._run_cause = (f"no frame from the camera for {FRAME_TIMEOUT:.0f} s (connected, "
+                                       "sending nothing); ffmpeg restarted")
+                    log.warning("camera %s: %s", cam, self._run_cause)
                 self.status.state = "stopping"
                 await self._finish(proc)
             await reader
@@ -251,6 +279,14 @@ class CameraRecorder:
             await asyncio.gather(reader, errors, return_exceptions=True)
             self.status.last_exit_code = rc
             self.status.pid = None
+            if not self._stop.is_set() and (rc != 0 or self._run_cause):
+                self.status.last_error = self._run_cause or self._run_last_line or f"ffmpeg exited with {rc}"
+            if self._audio_unsupported and self.camera.audio and not self._transcode_audio:
+                self._transcode_audio = True
+                log.warning("camera %s: mp4 can't carry this camera's audio; recording it as AAC from now on", cam)
+                with contextlib.suppress(Exception):
+                    await self.on_event("recording.audio_transcoded", cam, {"to": "aac", "cause": self._run_cause})
+                self._restart_reason = "audio"  # not an outage: the next run starts at once
             if rc != 0 and not self._stop.is_set():
                 log.warning("camera %s: ffmpeg exited with %d: %s", cam, rc, self.status.last_error or "(no message)")
             self.on_change()
@@ -260,16 +296,23 @@ class CameraRecorder:
     async def _watch(self, reader: asyncio.Task) -> str:
         """Wait for the run to end: 'exited', 'stopping', 'stalled', or a restart reason."""
         stall = self.cfg.stall_timeout(self.camera)
+        # The first frame may take the connection's timeout to arrive; later ones FRAME_TIMEOUT at most.
+        first_frame_by = time.monotonic() + self.cfg.recording.connect_timeout
         kick = asyncio.create_task(self._kick.wait(), name=f"rec:{self.camera.id}:kick")
         try:
             while True:
-                remaining = self._progress + stall - time.monotonic()
+                now = time.monotonic()
+                frozen_at = max(self._frame_progress, first_frame_by) + FRAME_TIMEOUT
+                remaining = min(self._progress + stall, frozen_at) - now
                 done, _ = await asyncio.wait({reader, kick}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     return "exited"
                 if kick in done:
                     return "stopping" if self._stop.is_set() else (self._restart_reason or "restart")
-                if time.monotonic() - self._progress >= stall:
+                now = time.monotonic()
+                if now >= max(self._frame_progress, first_frame_by) + FRAME_TIMEOUT:
+                    return "frozen"
+                if now - self._progress >= stall:
                     return "stalled"
         finally:
             kick.cancel()
@@ -314,6 +357,7 @@ class CameraRecorder:
             self._progress = time.monotonic()
             self.status.state = "recording"
             self.status.down_since = None
+            self.status.last_error = None  # healthy: a warning of an earlier run is no cause any more
             self._last_segment_ms = wall
             self.status.segments += 1
             self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)
@@ -326,9 +370,26 @@ class CameraRecorder:
                 self.request_restart("drift")
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
+        """ffmpeg's log and its ``-progress`` lines: frames seen (the freeze watch) and the run's cause of failure."""
         assert proc.stderr is not None
+        frames = 0
         while line := await proc.stderr.readline():
             text = self.redact(line.decode("utf-8", "replace").strip())
-            if text:
-                self.status.last_error = text[:500]
-                log.debug("camera %s: ffmpeg: %s", self.camera.id, text)
+            if not text:
+                continue
+            key, eq, value = text.partition("=")
+            if eq and key in _PROGRESS_KEYS:
+                if key == "frame" and value.isdigit() and int(value) > frames:
+                    frames = int(value)
+                    self._frame_progress = time.monotonic()
+                continue
+            log.debug("camera %s: ffmpeg: %s", self.camera.id, text)
+            if _REPEAT_RE.search(text):
+                continue  # "Last message repeated 3 times": not a cause
+            if self._run_cause is None and _CAUSE_RE.search(text):
+                # The first error of a run names the cause ("Connection timed out"); what follows is its
+                # consequence ("Invalid data found when processing input").
+                self._run_cause = text[:500]
+            if _AUDIO_UNSUPPORTED_RE.search(text):
+                self._audio_unsupported = True
+            self._run_last_line = text[:500]
