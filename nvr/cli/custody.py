@@ -1,16 +1,20 @@
 """``nvr verify``, ``nvr verify-bundle`` and ``nvr reindex``.
 
 Exit codes: 0 everything verified (or the index was rebuilt from a consistent
-bucket); 1 verification failed, footage not yet anchored by a checkpoint, the
-bucket is inconsistent, or the command could not run (the message says which);
-2 bad arguments.
+bucket); 1 verification failed, footage not yet anchored by a checkpoint, a
+bundle signed by a key that is not trusted, the bucket is inconsistent, or the
+command could not run (the message says which); 2 bad arguments.
 
 ``nvr verify`` reads the index and the bucket directly (attaching to a running
 server's embedded S3 if there is one) and never signs anything: footage newer
 than the last checkpoint is reported ``unanchored`` (exit 1) until the server's
 next checkpoint (``keys.checkpoint_interval``, and at shutdown).
-``nvr verify-bundle`` needs nothing but the bundle (``--key`` pins the key it
-must be signed with). ``nvr reindex`` must run with the server stopped; with
+``nvr verify-bundle`` needs the bundle and a trust anchor: ``--key PEM`` or
+``--fingerprint HEX`` (repeatable; then only those keys are trusted), else the
+signing keys of the data dir's keyring when there is one (on the node). A bundle
+intact but signed by a key none of them names fails with "signatures valid but
+by an untrusted key <fingerprint>": anyone can sign a bundle with a key of their
+own, only a published fingerprint says whose it is. ``nvr reindex`` must run with the server stopped; with
 ``--force`` it first copies the old index to ``index.sqlite3.before-reindex-<time>``.
 """
 
@@ -21,18 +25,21 @@ import asyncio
 import json
 import sys
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from nvr.base.errors import ConfigError, Conflict, NotFound, NvrError
 from nvr.base.ids import is_camera_id
 from nvr.base.times import ms_to_rfc3339, now_ms, parse_rfc3339
 from nvr.cli.context import Context
 from nvr.cli.exits import FAILURE, OK
-from nvr.custody.bundle import verify_bundle
-from nvr.custody.checkpoint import load_public_pem
+from nvr.custody.bundle import BundleReport, verify_bundle
+from nvr.custody.checkpoint import load_public_pem, normalize_fingerprint, trusted_keys
 from nvr.custody.reindex import reindex as rebuild_index
 from nvr.custody.reindex import summarize
 from nvr.custody.verify import STATUS_OK, VERDICT_OK, VERDICT_UNANCHORED, VerifyReport, verify_range
 from storage.audit import AuditLog, cli_actor
 from storage.errors import StorageError
+from storage.keyring import Keyring
 
 
 def _err(msg: str) -> None:
@@ -110,30 +117,62 @@ async def verify(args: argparse.Namespace, ctx: Context) -> int:
 # ---------------------------------------------------------------------- verify-bundle
 
 
+def _anchors(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Ed25519PublicKey], list[str], str]:
+    """The trust anchors: ``--key``/``--fingerprint`` if given, else the local keyring's keys; and where from."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for i, path in enumerate(args.key or ()):
+        try:
+            keys[f"key{i}"] = load_public_pem(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--key {path}", str(e)) from None
+    # The command tree gains --fingerprint alongside --key; until then it is simply absent.
+    fingerprints = list(args.fingerprint or ())
+    for fp in fingerprints:
+        try:
+            normalize_fingerprint(fp)
+        except ValueError as e:
+            raise ConfigError("--fingerprint", str(e)) from None
+    if keys or fingerprints:
+        return keys, fingerprints, "the keys given on the command line"
+    ring_dir = ctx.config.keyring_dir
+    if not (ring_dir / "signing").is_dir():
+        return {}, [], ""
+    try:
+        ring = Keyring.open(ring_dir, create=False)
+    except (NvrError, OSError) as e:  # someone else's or a broken keyring: say so, trust nothing from it
+        _err(f"the keyring {ring_dir} can't be read ({e}): no local key is trusted")
+        return {}, [], ""
+    return trusted_keys(ring), [], f"the keyring {ring_dir}"
+
+
+def print_bundle_report(report: BundleReport, source: str) -> None:
+    """The checks, the signer and the verdict, for a terminal."""
+    print(f"bundle {report.path}: export {report.export_id}, case {report.case_id!r}, {report.segments} segment(s)")
+    for c in report.checks:
+        print(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    if report.fingerprint:
+        print(f"signed by key {report.key_id}, fingerprint {report.fingerprint}")
+    if report.ok:
+        print(f"bundle verified: every key that signed it is trusted ({source})")
+    elif report.untrusted:
+        print(f"signatures valid but by an untrusted key {', '.join(report.untrusted_keys)}")
+        print("  compare it with the fingerprint the node's operator published (`nvr keys list` on the node, "
+              "GET /api/v1/keys), then run again with --fingerprint <that fingerprint>, --key <its PEM>, "
+              "or on the node with its data dir")
+    else:
+        print("BUNDLE VERIFICATION FAILED")
+
+
 async def verify_bundle_file(args: argparse.Namespace, ctx: Context) -> int:
-    """Check an export bundle offline, pinned to ``--key`` when given."""
+    """Check an export bundle offline; ok only if signed by a trusted key (``--key``, ``--fingerprint``, keyring)."""
     if not args.bundle.exists():
         raise ConfigError(str(args.bundle), "does not exist")
-    trusted = None
-    if args.key:
-        trusted = {}
-        for i, path in enumerate(args.key):
-            try:
-                trusted[f"key{i}"] = load_public_pem(path.read_bytes())
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"--key {path}", str(e)) from None
-    report = await asyncio.to_thread(verify_bundle, args.bundle, trusted=trusted)
+    keys, fingerprints, source = _anchors(args, ctx)
+    report = await asyncio.to_thread(verify_bundle, args.bundle, trusted=keys, fingerprints=fingerprints)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        print(json.dumps({**report.to_json(), "trusted_keys_from": source or None}, indent=2, sort_keys=True))
     else:
-        print(f"bundle {args.bundle}: export {report.export_id}, case {report.case_id!r}, "
-              f"{report.segments} segment(s)")
-        for c in report.checks:
-            print(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        if report.fingerprint:
-            print(f"signed by key {report.key_id}, fingerprint {report.fingerprint}"
-                  + ("" if trusted else ": compare it with the node's published key (GET /api/v1/keys)"))
-        print("bundle verified" if report.ok else "BUNDLE VERIFICATION FAILED")
+        print_bundle_report(report, source)
     return OK if report.ok else FAILURE
 
 

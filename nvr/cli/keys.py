@@ -6,6 +6,7 @@ import argparse
 
 from nvr.cli.context import Context
 from nvr.cli.exits import OK
+from nvr.custody.checkpoint import fingerprint, trusted_keys
 from storage.keyring import Keyring
 
 ACTIONS = ("list", "rotate-kek", "rotate-signing")
@@ -21,6 +22,6 @@ async def keys(args: argparse.Namespace, ctx: Context) -> int:
     else:
         for kid in ring.kek_ids:
             print(f"kek     {kid}{'  (current)' if kid == ring.current_kek_id else ''}")
-        for key in ring.signing_keys:
-            print(f"signing {key.key_id}{'  (current)' if key is ring.signing_key else ''}")
+        for kid, pub in trusted_keys(ring).items():
+            print(f"signing {kid} {fingerprint(pub)}{'  (current)' if kid == ring.signing_key.key_id else ''}")
     return OK

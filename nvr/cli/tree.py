@@ -90,7 +90,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("verify-bundle", "check an evidence export bundle offline", custody.verify_bundle_file, (
         arg("bundle", type=Path, help="the bundle's .zip (or its unpacked directory)"),
         arg("--key", type=Path, action="append", default=None,
-            help="PEM public key the bundle must be signed with (repeatable); default: its own public.pem"),
+            help="PEM public key the bundle may be signed with (repeatable); default: the data dir's keyring"),
+        arg("--fingerprint", action="append", default=None,
+            help="SHA-256 fingerprint of a key the bundle may be signed with, as `nvr keys list` prints it "
+                 "(repeatable)"),
         arg("--json", action="store_true", help="print the checks as JSON"),
     )),
     Command("reindex", "rebuild the segment index and ledger from the bucket (server stopped)", custody.reindex, (

@@ -96,6 +96,13 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class ExportsConfig:
+    max_per_token: int = 10  # bundles a requester may keep (done and still on disk, or in progress); 0: no limit
+    max_bytes_per_token: int = 20 * 2**30  # bytes of done bundles a requester may keep; 0: no limit
+    keep: float = 30 * 86400.0  # a bundle is removed this long after it finished; 0: kept until removed
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     id: str
     url: str
@@ -126,6 +133,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    exports: ExportsConfig = field(default_factory=ExportsConfig)
     cameras: tuple[CameraConfig, ...] = ()
     source: str | None = None
 
@@ -428,6 +436,14 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
 
     retention = parse_retention(top.take("retention", dict, {}), source)
 
+    ex = _Section(top.take("exports", dict, {}), "exports", source)
+    max_per_token = ex.take("max_per_token", int, 10)
+    if max_per_token < 0:
+        raise ex.error("max_per_token", f"must not be negative, got {max_per_token}")
+    exports = ExportsConfig(max_per_token=max_per_token, max_bytes_per_token=ex.size("max_bytes_per_token", 20 * 2**30),
+                            keep=ex.duration("keep", 30 * 86400.0))
+    ex.finish()
+
     raw_cams = top.take("cameras", list, [])
     cameras: list[CameraConfig] = []
     seen: dict[str, int] = {}
@@ -440,7 +456,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         seen[cam.id] = i
         cameras.append(cam)
     top.finish()
-    return Config(server=server, storage=storage, recording=recording, keys=keys, retention=retention, cameras=tuple(cameras), source=source)
+    return Config(server=server, storage=storage, recording=recording, keys=keys, retention=retention, exports=exports, cameras=tuple(cameras), source=source)
 
 
 def load_config(path: Path | None) -> Config:

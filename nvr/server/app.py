@@ -234,7 +234,7 @@ class NvrServer:
         self.exports = ExportService(
             store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
             audit=self.audit, ffmpeg=self.ffmpeg, directory=cfg.data_dir / "exports",
-            checkpoints=self.checkpoints, chain_locks=self.chain_locks,
+            checkpoints=self.checkpoints, chain_locks=self.chain_locks, limits=cfg.exports,
         )
         await self.exports.start()
         stack.push_async_callback(self.exports.stop)

@@ -79,8 +79,9 @@ async def test_export_bundle_verifies_with_sha256sum_and_openssl_alone(custody, 
     assert probe.returncode == 0, probe.stderr
     assert "sha256sum --strict -c SHA256SUMS" in (top / "VERIFY.txt").read_text()
 
-    assert verify_bundle(bundle).ok and verify_bundle(top).ok
-    assert verify_bundle(bundle, trusted=trusted_keys(custody.keyring)).ok
+    node_keys = trusted_keys(custody.keyring)
+    assert verify_bundle(bundle, trusted=node_keys).ok and verify_bundle(top, fingerprints=[fp]).ok
+    assert verify_bundle(bundle).untrusted  # intact, but without a trusted key not "ok"
 
     # The export is in each camera's ledger, naming the manifest, and in the audit log.
     manifest_sha = hashlib.sha256((top / "manifest.json").read_bytes()).hexdigest()
@@ -97,7 +98,7 @@ async def test_export_bundle_verifies_with_sha256sum_and_openssl_alone(custody, 
         try:
             codes = _standard_checks(top)
             assert any(codes), f"{path.name}: no standard tool noticed"
-            report = verify_bundle(top)
+            report = verify_bundle(top, trusted=node_keys)
             assert not report.ok, f"{path.name}: verify-bundle noticed nothing"
         finally:
             path.write_bytes(original)
@@ -110,7 +111,7 @@ async def test_export_bundle_verifies_with_sha256sum_and_openssl_alone(custody, 
     data = bytearray(bundle.read_bytes())
     data[info.header_offset + 30 + len(info.filename) + 100] ^= 0x01
     damaged.write_bytes(bytes(data))
-    assert not verify_bundle(damaged).ok
+    assert not verify_bundle(damaged, trusted=node_keys).ok
     custody.write_config()
     assert await asyncio.to_thread(custody.cli, "verify-bundle", str(bundle)) == 0
     assert await asyncio.to_thread(custody.cli, "verify-bundle", str(damaged)) == 1

@@ -10,6 +10,7 @@ import pytest
 
 from nvr.base.times import ms_to_rfc3339
 from nvr.custody.bundle import verify_bundle
+from nvr.custody.checkpoint import trusted_keys
 from nvr.custody.exports import ExportService
 from tests.api.support import parts_services, served_api
 from tests.custody.conftest import T0
@@ -63,7 +64,7 @@ async def test_custody_routes_roles_scope_and_audit(custody, tmp_path):
             status, body = await call("GET", f"/api/v1/exports/{job['id']}/bundle", "evidence")
             assert status == 200 and hashlib.sha256(body).hexdigest() == got["sha256"]
             (tmp_path / "dl.zip").write_bytes(body)
-            assert verify_bundle(tmp_path / "dl.zip").ok
+            assert verify_bundle(tmp_path / "dl.zip", trusted=trusted_keys(custody.keyring)).ok
             assert (await call("GET", "/api/v1/exports/exp-0000000000000000", "evidence"))[0] == 404
     finally:
         await exports.stop()

@@ -39,7 +39,14 @@ signatures fail ``openssl``.
     keys             {key_id: PEM} of every key that signed a checkpoint or the manifest
     verification     the range's verification summary at export time
 
-``write.py`` makes a bundle; ``check.py`` (``nvr verify-bundle``) checks one offline.
+Size limits (``MAX_*`` below) bound every file the checker reads, by the
+zip's declared size and again while reading: metadata files have fixed
+ceilings (the writer refuses a manifest over its own), a segment or clip may
+be no larger than its manifest entry says nor than its ceiling.
+
+``write.py`` makes a bundle; ``schema.py`` is the manifest's schema; ``source.py``
+reads a bundle's files within the limits; ``check.py`` (``nvr verify-bundle``)
+checks one offline.
 """
 
 from __future__ import annotations
@@ -53,6 +60,13 @@ SUMS = "SHA256SUMS"
 SUMS_SIG = "SHA256SUMS.sig"
 PUBLIC = "public.pem"
 VERIFY_TXT = "VERIFY.txt"
+
+MAX_MANIFEST_BYTES = 32 * 2**20  # ~30,000 segments with their ledger records
+MAX_SUMS_BYTES = 16 * 2**20      # one ~100-byte line per file
+MAX_SMALL_BYTES = 2**20          # public.pem, the signatures, VERIFY.txt, any file the manifest doesn't size
+MAX_SEGMENT_BYTES = 16 * 2**30   # ten minutes (the longest segment) at over 200 Mbit/s
+MAX_CLIP_BYTES = 1024 * 2**30    # a camera's clip of the longest export
+MAX_MEMBERS = 200_000            # files in one zip: the central directory is read whole
 
 
 def segment_file(camera: str, seq: int, start_ms: int) -> str:

@@ -11,15 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nvr.base.units import format_size
 from nvr.custody.bundle.layout import (
     BUNDLE_FORMAT,
     MANIFEST,
     MANIFEST_SIG,
+    MAX_MANIFEST_BYTES,
+    MAX_MEMBERS,
+    MAX_SUMS_BYTES,
     PUBLIC,
     SUMS,
     SUMS_SIG,
     VERIFY_TXT,
 )
+from nvr.custody.bundle.source import TooLarge
 from nvr.custody.checkpoint import fingerprint
 from storage.envelope import sha256_file
 from storage.keyring import SigningKey
@@ -32,6 +37,12 @@ def _write_private(path: Path, data: bytes) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+def _too_large(what: str, n: str, limit: str) -> TooLarge:
+    """Refusal to write a bundle the checker would refuse to read."""
+    return TooLarge(f"{what} would be {n}, over the {limit} a bundle may have: export a shorter range or fewer "
+                    "cameras")
 
 
 def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
@@ -78,15 +89,36 @@ You need: unzip, sha256sum (GNU coreutils) and OpenSSL 3.0 or later.
 
        openssl pkeyutl -verify -pubin -inkey public.pem -rawin -in manifest.json -sigfile manifest.sig
 
-5. Check that public.pem is the recorder node's key, not a look-alike. Its
-   fingerprint, printed by
+5. Check WHO signed it. Steps 3 and 4 prove only that the holder of the
+   private key matching public.pem made this bundle, and anyone can make a
+   key pair and a bundle that passes them. What ties the bundle to the
+   recorder node is the key's fingerprint, compared with the fingerprint the
+   node's operator publishes out of band: obtained from the operator directly
+   (a signed statement, a letter, read out in person), never from this bundle
+   or from the channel that delivered it.
 
-       openssl pkey -pubin -in public.pem -outform DER | sha256sum
+   a. Print public.pem's fingerprint (64 hex digits, then "-"):
 
-   must be {key["fingerprint_sha256"]}
-   (key id {key["key_id"]}). Compare it with the key the node publishes, not
-   only with this file: GET /api/v1/keys on the nvr server, `nvr keys list` on
-   the node, or ledger/keys/{key["key_id"]}.pem in the evidence bucket.
+          openssl pkey -pubin -in public.pem -outform DER | sha256sum
+
+      For this bundle it should be
+          {key["fingerprint_sha256"]}
+      (key id {key["key_id"]}), but that line is part of the bundle: rely on
+      what the command prints.
+
+   b. Ask the operator for the node's published fingerprints. On the node,
+      `nvr keys list` prints one line per signing key:
+          signing <key id> <fingerprint>
+      (also GET /api/v1/keys on the nvr server, field "fingerprint_sha256").
+      Old keys stay listed after a rotation, so older bundles still match.
+
+   c. Compare all 64 digits with the one for key id {key["key_id"]}. They must be
+      identical. If they differ, or the operator published none, the bundle
+      does not prove where it came from: do not rely on it.
+
+   `nvr verify-bundle {top}.zip --fingerprint <the published fingerprint>`
+   makes this comparison too (without a trusted key it reports "signatures
+   valid but by an untrusted key" and fails).
 
 6. Optional, deeper: each segment's SHA-256 (sha256sum segments/<camera>/<file>)
    equals "sha256" in its entry of manifest.json and in its ledger record
@@ -124,11 +156,17 @@ def write_bundle(root: Path, *, top: str, manifest: dict[str, Any], key: Signing
     _write_private(root / PUBLIC, key.public_pem())
     _write_private(root / VERIFY_TXT, verify_txt(top=top, manifest=manifest).encode("utf-8"))
     mbytes = manifest_bytes(manifest)
+    if len(mbytes) > MAX_MANIFEST_BYTES:
+        raise _too_large(MANIFEST, format_size(len(mbytes)), format_size(MAX_MANIFEST_BYTES))
     _write_private(root / MANIFEST, mbytes)
     _write_private(root / MANIFEST_SIG, key.private.sign(mbytes))
     files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     files = [f for f in files if f not in (SUMS, SUMS_SIG) and not f.startswith("tmp/")]
+    if len(files) + 2 > MAX_MEMBERS:
+        raise _too_large("the bundle's file count", str(len(files) + 2), str(MAX_MEMBERS))
     sums = "".join(f"{sha256_file(root / f)[0]}  {f}\n" for f in files).encode("utf-8")
+    if len(sums) > MAX_SUMS_BYTES:
+        raise _too_large(SUMS, format_size(len(sums)), format_size(MAX_SUMS_BYTES))
     _write_private(root / SUMS, sums)
     _write_private(root / SUMS_SIG, key.private.sign(sums))
     tmp = out.with_name(f".{out.name}.part")

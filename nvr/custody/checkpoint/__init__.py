@@ -22,7 +22,12 @@ from nvr.custody.checkpoint.document import (
     parse_checkpoint,
     sign_checkpoint,
 )
-from nvr.custody.checkpoint.keys import fingerprint, load_public_pem, trusted_keys
+from nvr.custody.checkpoint.keys import (
+    fingerprint,
+    load_public_pem,
+    normalize_fingerprint,
+    trusted_keys,
+)
 from nvr.custody.checkpoint.store import (
     CHECKPOINT_SCHEMA,
     KEYS_PREFIX,
@@ -57,7 +62,7 @@ __all__ = [
     "LEDGER_PREFIX", "Checkpoint", "CheckpointError", "CheckpointRefused", "CheckpointWriter", "checkpoint_body",
     "checkpoint_from_json", "checkpoint_key", "ensure_tables", "fingerprint", "get_bytes", "indexed_checkpoints",
     "insert_checkpoints", "journal_bytes", "journal_key", "key_object_key", "latest_indexed_checkpoint",
-    "ledger_cameras", "list_checkpoint_seqs", "load_public_pem", "parse_checkpoint", "parse_journal",
+    "ledger_cameras", "list_checkpoint_seqs", "load_public_pem", "normalize_fingerprint", "parse_checkpoint", "parse_journal",
     "public_pem", "publish_keys", "put_bytes", "put_checkpoint", "record_checkpoint", "sign_checkpoint",
     "trusted_keys",
 ]

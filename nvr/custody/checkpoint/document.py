@@ -86,7 +86,7 @@ def checkpoint_from_json(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519Pu
     another place is a moved or replayed checkpoint.
     """
     where = f"checkpoint {camera}:{seq}" if camera is not None else "checkpoint"
-    if not isinstance(doc, Mapping) or not isinstance(doc.get("body"), Mapping):
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("body"), Mapping) or doc.get("alg") != ALGORITHM:
         raise CheckpointError(f"{where}: not a checkpoint document", check=CHECK_FORMAT)
     body, sig = dict(doc["body"]), doc.get("signature")
     try:
@@ -95,17 +95,20 @@ def checkpoint_from_json(doc: Mapping[str, Any], trusted: Mapping[str, Ed25519Pu
         node = body.get("node", "")
         if body.get("type") != "checkpoint" or body.get("v") != CHECKPOINT_VERSION:
             raise ValueError("type/version")
-        if not (isinstance(cp_seq, int) and isinstance(head, str) and re.fullmatch(r"[0-9a-f]{64}", head)
-                and isinstance(key_id, str) and isinstance(cp_camera, str) and isinstance(sig, str)):
+        if not (isinstance(cp_seq, int) and not isinstance(cp_seq, bool) and cp_seq >= 0
+                and isinstance(head, str) and re.fullmatch(r"[0-9a-f]{64}", head)
+                and isinstance(key_id, str) and isinstance(cp_camera, str) and isinstance(sig, str)
+                and isinstance(node, str)):
             raise ValueError("field types")
         raw_sig = bytes.fromhex(sig)
-    except (KeyError, ValueError, TypeError) as e:
+        signed = canonical_json(body)  # a lone surrogate has no UTF-8: UnicodeEncodeError, a ValueError
+    except (KeyError, ValueError, TypeError, OverflowError) as e:
         raise CheckpointError(f"{where}: malformed ({e})", check=CHECK_FORMAT) from None
     if key_id not in trusted:
         raise CheckpointError(f"{where}: signed by key {key_id!r}, which is not one of this node's signing keys",
                               check=CHECK_UNKNOWN_KEY)
     try:
-        trusted[key_id].verify(raw_sig, canonical_json(body))
+        trusted[key_id].verify(raw_sig, signed)
     except InvalidSignature:
         raise CheckpointError(f"{where}: the Ed25519 signature does not verify with key {key_id}",
                               check=CHECK_SIGNATURE) from None

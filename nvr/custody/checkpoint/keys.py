@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -26,9 +28,23 @@ def fingerprint(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def normalize_fingerprint(text: str) -> str:
+    """A fingerprint as :func:`fingerprint` writes it (64 lower-case hex digits) from how a person may copy it.
+
+    Case, colons and white space are ignored; ValueError for anything else.
+    """
+    hexed = re.sub(r"[\s:]", "", text).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", hexed):
+        raise ValueError(f"{text!r} is not a SHA-256 key fingerprint (64 hex digits)")
+    return hexed
+
+
 def load_public_pem(data: bytes) -> Ed25519PublicKey:
     """An Ed25519 public key from its PEM (ValueError for anything else)."""
-    key = serialization.load_pem_public_key(data)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except UnsupportedAlgorithm as e:  # a key type this OpenSSL can't load is still "not an Ed25519 key"
+        raise ValueError(f"not an Ed25519 public key: {e}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
