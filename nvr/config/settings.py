@@ -111,6 +111,16 @@ class CameraConfig:
     segment_seconds: float | None = None
     rtsp_transport: str = "tcp"
     audio: bool = False
+    # Whose clock times the frames: "camera" (its stream timestamps), "arrival" (when nvr received each
+    # frame), or "auto": arrival for http(s) sources (MJPEG cameras send no usable timestamps), else camera.
+    timestamps: str = "auto"
+
+    @property
+    def arrival_time(self) -> bool:
+        """True when frames are placed by the time they arrive rather than by the camera's timestamps."""
+        if self.timestamps == "auto":
+            return self.url.split(":", 1)[0].lower() in ("http", "https")
+        return self.timestamps == "arrival"
 
     @property
     def display_url(self) -> str:
@@ -121,6 +131,8 @@ class CameraConfig:
         """The camera as a config table (what :func:`camera_from_table` reads back)."""
         table: dict[str, Any] = {"id": self.id, "url": self.url, "name": self.name, "enabled": self.enabled,
                                  "rtsp_transport": self.rtsp_transport, "audio": self.audio}
+        if self.timestamps != "auto":
+            table["timestamps"] = self.timestamps
         if self.segment_seconds is not None:
             table["segment_seconds"] = self.segment_seconds
         return table
@@ -316,6 +328,9 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
     transport = s.take("rtsp_transport", str, "tcp")
     if transport not in ("tcp", "udp"):
         raise s.error("rtsp_transport", f"must be 'tcp' or 'udp', got {transport!r}")
+    timestamps = s.take("timestamps", str, "auto")
+    if timestamps not in ("auto", "camera", "arrival"):
+        raise s.error("timestamps", f"must be 'auto', 'camera' or 'arrival', got {timestamps!r}")
     cam = CameraConfig(
         id=cam_id,
         url=url,
@@ -324,6 +339,7 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
         segment_seconds=float(seg) if seg is not None else None,
         rtsp_transport=transport,
         audio=s.take("audio", bool, False),
+        timestamps=timestamps,
     )
     s.finish()
     return cam

@@ -31,6 +31,10 @@ def input_options(camera: CameraConfig, connect_timeout: float) -> dict[str, obj
         opts["timeout"] = int(connect_timeout * 1_000_000)  # socket I/O timeout, microseconds
     elif scheme in ("http", "https", "tcp", "rtmp", "rtmps"):
         opts["rw_timeout"] = int(connect_timeout * 1_000_000)
+    if camera.arrival_time:
+        # Each frame timed when it arrives: MJPEG over HTTP carries no timestamps, and ffmpeg would
+        # otherwise assume 25 fps, so a 10 fps camera's "10 s" segment held 25 s of real time.
+        opts["use_wallclock_as_timestamps"] = 1
     return opts
 
 

@@ -22,9 +22,9 @@ from storage.index import Index
 
 log = logging.getLogger("nvr.cameras")
 
-EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio")
+EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps")
 # Fields whose change needs a new ffmpeg run.
-RECORDING_FIELDS = ("url", "enabled", "segment_seconds", "rtsp_transport", "audio")
+RECORDING_FIELDS = ("url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps")
 
 
 def _config_hash(cam: CameraConfig) -> str:
