@@ -21,6 +21,8 @@ from tests.support.parts import StorageParts, open_parts
 from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
+# Time-coded cameras: every frame shows its capture time (tests/support/timecode.py decodes it).
+TIMECODED = ("tc1", "tc2")
 _bucket_ids = itertools.count(1)
 
 
@@ -60,7 +62,7 @@ def rtsp(clip) -> RtspSimulator:
             pytest.fail(f"GStreamer RTSP server unavailable in CI: {reason}")
         pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
     sim = RtspSimulator()
-    sim.start(mounts=MOUNTS, clip=clip)
+    sim.start(mounts=MOUNTS, clip=clip, timecoded=TIMECODED)
     yield sim
     sim.stop()
 

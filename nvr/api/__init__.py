@@ -4,6 +4,8 @@
 (``service``, ``cameras``, ``footage``, ``audit``, ``custody``, ``retention``,
 ``holds``), each with its ``ROUTES`` and ``SCHEMAS``; ``spec`` (the route and
 parameter types, the one validation), ``shared`` (scope-enforcing lookups,
-JSON answers), ``deps`` (the services, by application key), ``auth``,
+JSON answers), ``scope`` (what a camera-scoped token sees of a record about
+several cameras), ``deps`` (the services, by application key), ``auth``,
+``guard`` (failed authentication: limited and audited per address),
 ``problem`` (the one mapping of errors to HTTP), ``openapi``, ``metrics``.
 """

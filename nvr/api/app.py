@@ -1,7 +1,8 @@
 """The application factory: the route table assembled from the routes modules, the middlewares, the services.
 
 A request passes, outermost first: ``count_requests`` (metrics), the problem
-mapping, ``auth_middleware`` (the route's role), ``validate_middleware`` (the
+mapping, ``auth_middleware`` (the route's role; failed tokens limited per
+address by ``nvr.api.guard``), ``validate_middleware`` (the
 route's path ids, query and body), then the handler, which reads the services
 it uses from their application keys (``nvr.api.deps``).
 """
@@ -16,11 +17,22 @@ from aiohttp import web
 from nvr.api import audit, cameras, custody, footage, holds, retention, service
 from nvr.api.auth import auth_middleware
 from nvr.api.deps import METRICS, Services, install
+from nvr.api.guard import AUTH_GUARD, AuthGuard, close_guard
 from nvr.api.openapi import build_openapi
 from nvr.api.problem import problem_middleware
 from nvr.api.spec import ROUTE_TABLE, Route, validate_middleware
 
 MAX_BODY = 64 * 1024
+# A connection is closed once it has been idle this long, and so is one whose request line and headers have
+# not all arrived this long after it opened (aiohttp's keep-alive timer starts when the connection opens and
+# is not reset by a header trickling in). Above the 15 s an aiohttp client keeps an idle connection, so a client
+# never reuses one the server is closing. aiohttp's default is an hour.
+IDLE_SECONDS = 20.0
+# What the server's ``web.AppRunner`` is given (``AppRunner(app, **SERVER_OPTIONS)``); a slow body is bounded
+# by ``spec.BODY_SECONDS``.
+SERVER_OPTIONS: dict[str, Any] = {
+    "keepalive_timeout": IDLE_SECONDS, "max_line_size": 8190, "max_field_size": 8190, "max_headers": 64,
+}
 # One module per OpenAPI tag (retention and holds share nothing but the service).
 MODULES = (service, cameras, footage, audit, custody, retention, holds)
 ROUTES: tuple[Route, ...] = tuple(r for m in MODULES for r in m.ROUTES)
@@ -63,6 +75,8 @@ def build_app(services: Services) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY,
                           middlewares=[count_requests, problem_middleware, auth_middleware, validate_middleware])
     install(app, services)
+    app[AUTH_GUARD] = AuthGuard(services.auth_limits, services.audit)
+    app.on_cleanup.append(close_guard)
     app[ROUTE_TABLE] = _table()
     app[service.OPENAPI] = openapi_document()
     for r in ROUTES:

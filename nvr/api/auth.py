@@ -3,7 +3,9 @@
 A token is 32 random bytes (``nvr_`` + URL-safe base64); only its SHA-256 is
 stored. A fast hash is enough because the token is random, not a password.
 ``auth_middleware`` checks the role each route declares and leaves the
-token's ``Principal`` for the handler (``principal_of``).
+token's ``Principal`` for the handler (``principal_of``). Failed
+authentication (a malformed, unknown or revoked token; not a missing one) is
+limited and audited per client address by ``nvr.api.guard``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from nvr.api.deps import INDEX
+from nvr.api.guard import AUTH_GUARD
 from nvr.api.problem import Problem
 from nvr.api.spec import route_of
 from storage.index import Index
@@ -57,8 +60,12 @@ def create_token(index: Index, *, name: str, role: str, cameras: list[str] | Non
     return token
 
 
-def _unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nvr"'})
+class Unauthenticated(Problem):
+    """A 401; ``reason`` names a failed attempt (malformed, unknown, revoked), None when no token was sent."""
+
+    def __init__(self, detail: str, reason: str | None):
+        super().__init__(401, detail, headers={"WWW-Authenticate": 'Bearer realm="nvr"'})
+        self.reason = reason
 
 
 async def authenticate(request: web.Request, index: Index) -> Principal:
@@ -66,16 +73,16 @@ async def authenticate(request: web.Request, index: Index) -> Principal:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise _unauthorized("send Authorization: Bearer <token> (create one with `nvr token create`)")
+        raise Unauthenticated("send Authorization: Bearer <token> (create one with `nvr token create`)", None)
     if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("Authorization must be 'Bearer <token>'")
+        raise Unauthenticated("Authorization must be 'Bearer <token>'", "malformed")
     # Looked up by hash: the stored value never equals what the client sends, so timing leaks nothing usable.
     found = await asyncio.to_thread(index.token_by_hash, token_sha256(token.strip()))
     if found is None:
-        raise _unauthorized("unknown token")
+        raise Unauthenticated("unknown token", "unknown")
     name, role, cameras, revoked = found
     if revoked is not None:
-        raise _unauthorized(f"token {name!r} was revoked")
+        raise Unauthenticated(f"token {name!r} was revoked", "revoked")
     return Principal(name=name, role=role, cameras=frozenset(cameras) if cameras is not None else None)
 
 
@@ -100,10 +107,20 @@ def refuse_scoped(who: Principal, what: str) -> None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """401 without a valid token, 403 below the route's role; routes with no role pass."""
+    """401 without a valid token, 429 after too many failed ones, 403 below the route's role; no role: pass."""
     route = route_of(request)
     if route is not None and route.role is not None:
-        who = await authenticate(request, request.app[INDEX])
+        guard, address = request.app[AUTH_GUARD], request.remote or "unknown"
+        wait = guard.retry_after(address)
+        if wait is not None:
+            raise Problem(429, f"too many failed authentications from {address}; retry in {wait} s",
+                          headers={"Retry-After": str(wait)})
+        try:
+            who = await authenticate(request, request.app[INDEX])
+        except Unauthenticated as e:
+            if e.reason is not None:
+                guard.failed(address, e.reason)
+            raise
         require(who, route.role)
         request[PRINCIPAL] = who
     return await handler(request)

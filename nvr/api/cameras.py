@@ -26,7 +26,7 @@ def camera_json(cameras: CameraRegistry, recorders: RecorderSupervisor, cam: Cam
     return {
         "id": cam.id, "name": cam.name, "url": cam.display_url, "enabled": cam.enabled,
         "segment_seconds": cam.segment_seconds, "rtsp_transport": cam.rtsp_transport, "audio": cam.audio,
-        "source": cameras.source(cam.id), "state": st.state if st else "stopped",
+        "timestamps": cam.timestamps, "source": cameras.source(cam.id), "state": st.state if st else "stopped",
     }
 
 
@@ -79,6 +79,8 @@ _FIELDS = {
     "segment_seconds": {"type": ["number", "null"], "minimum": 1, "maximum": 600},
     "rtsp_transport": {"enum": ["tcp", "udp"]},
     "audio": {"type": "boolean"},
+    "timestamps": {"enum": ["auto", "camera", "arrival"],
+                   "description": "whose clock times the frames; auto: arrival time for http(s) sources"},
 }
 SCHEMAS: dict[str, Any] = {
     "CameraCreate": {"type": "object", "additionalProperties": False, "required": ["id", "url"],
@@ -89,7 +91,7 @@ SCHEMAS: dict[str, Any] = {
         "url": {"type": "string", "description": "credentials redacted"},
         "enabled": {"type": "boolean"}, "segment_seconds": {"type": ["number", "null"]},
         "rtsp_transport": {"type": "string"}, "audio": {"type": "boolean"}, "source": {"enum": ["config", "api"]},
-        "state": {"type": "string"}}},
+        "timestamps": {"enum": ["auto", "camera", "arrival"]}, "state": {"type": "string"}}},
 }
 
 _ID = {"id": CAMERA}

@@ -220,6 +220,7 @@ SCHEMAS: dict[str, Any] = {
         "case_id": {"type": "string"}, "reason": {"type": "string"}, "requested_by": {"type": "string"},
         "sha256": {"type": ["string", "null"]}, "manifest_sha256": {"type": ["string", "null"]},
         "summary": {"type": ["object", "null"]}, "error": {"type": ["string", "null"]},
+        "expired": {"type": ["string", "null"], "description": "when the bundle was removed (exports.keep)"},
         "status_url": {"type": "string"}, "bundle_url": {"type": ["string", "null"]}}},
     "KeyList": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {
         "key_id": {"type": "string"}, "algorithm": {"const": "Ed25519"}, "public_key_pem": {"type": "string"},
@@ -238,7 +239,7 @@ ROUTES: tuple[Route, ...] = (
           tag="custody", body="VerifyRequest", responses={200: "VerifyReport", 413: "Problem", 503: "Problem"}),
     Route("POST", "/api/v1/exports", create_export, "evidence",
           "Start an evidence export (signed, offline-verifiable zip) in the background", tag="custody",
-          body="ExportCreate", responses={201: "Export", 413: "Problem"}),
+          body="ExportCreate", responses={201: "Export", 413: "Problem", 429: "Problem"}),
     Route("GET", "/api/v1/exports/{id}", get_export, "evidence", "Status of an export", tag="custody",
           ids={"id": EXPORT}, responses={200: "Export"}),
     Route("GET", "/api/v1/exports/{id}/bundle", export_bundle, "evidence", "Download a finished export's zip",

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from nvr.api.guard import AuthLimits
 from nvr.api.metrics import MetricsSources
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService
@@ -57,6 +58,7 @@ class Services:
     retention: RetentionService
     exports: ExportService
     checkpoints: CheckpointWriter
+    auth_limits: AuthLimits = AuthLimits()  # failed authentications per client address (``nvr.api.guard``)
 
 
 INDEX = web.AppKey("nvr.index", Index)

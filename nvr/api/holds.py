@@ -1,9 +1,13 @@
 """Routes of the ``holds`` tag: place, list and release holds (footage a hold covers is never deleted).
 
 Every route needs ``evidence``. A camera-scoped token holds only its cameras,
-lists only holds touching them (with the camera list cut to its scope), and
-can release only a hold whose cameras are all in its scope. Errors in a hold
-request name the field (``start``, ``cameras``...).
+and sees holds by the rule of ``nvr.api.scope`` (the audit log's rule too): a
+hold all of whose cameras it sees is shown whole; a hold that also covers
+cameras outside its scope is shown cut (its camera list cut to the scope,
+``case_id``, ``reason`` and ``release_reason`` null, ``"redacted": true``) and
+can't be released with that token (403); a hold on none of its cameras does
+not exist for it (404). Errors in a hold request name the field (``start``,
+``cameras``...).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from aiohttp import web
 from nvr.api.auth import Principal, principal_of
 from nvr.api.deps import RETENTION
 from nvr.api.problem import Problem
+from nvr.api.scope import Visibility, cut, visibility
 from nvr.api.shared import json_reply, visible_cameras
 from nvr.api.spec import (
     BODY,
@@ -37,15 +42,18 @@ HOLD = Id("hold", r"hold-[0-9]{1,18}", "hold- and a number", server_made=True)
 STATES = ("active", "expired", "released", "all")
 
 
+REDACTED = ("case_id", "reason", "release_reason")  # what a cut hold withholds: it is about the whole case
+
+
 def _hold_view(h: HoldRecord, who: Principal, now: int) -> dict[str, Any]:
     out = hold_json(h, now)
-    if who.cameras is not None and out["cameras"] is not None:
-        out["cameras"] = [c for c in out["cameras"] if who.sees(c)]
+    if visibility(who, h.cameras) is Visibility.CUT:
+        out |= dict.fromkeys(REDACTED) | {"cameras": cut(who, h.cameras), "redacted": True}
     return out
 
 
 def _sees_hold(who: Principal, h: HoldRecord) -> bool:
-    return who.cameras is None or h.cameras is None or any(who.sees(c) for c in h.cameras)
+    return visibility(who, h.cameras) is not Visibility.HIDDEN
 
 
 async def place_hold(request: web.Request) -> web.Response:
@@ -73,7 +81,7 @@ async def release_hold(request: web.Request) -> web.Response:
     hold = await asyncio.to_thread(svc.rstore.hold, hid)
     if hold is None or not _sees_hold(who, hold):
         raise NotFound(f"hold {hid!r} does not exist")
-    if who.cameras is not None and (hold.cameras is None or not set(hold.cameras) <= who.cameras):
+    if visibility(who, hold.cameras) is Visibility.CUT:
         raise Problem(403, f"hold {hid} also covers cameras outside this token's scope; a token for those "
                            "cameras must release it")
     reason = parse_release_reason(request[QUERY]["reason"])
@@ -83,6 +91,7 @@ async def release_hold(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------- schemas, table
 
+_WITHHELD = {"type": ["string", "null"], "description": "null on a redacted hold"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time", "description": TIME_SCHEMA["description"]}
 
 SCHEMAS: dict[str, Any] = {
@@ -97,11 +106,14 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Hold": {"type": "object", "properties": {
-        "id": {"type": "string"}, "case_id": {"type": "string"}, "cameras": {"type": "array"}, "start": TIME_SCHEMA,
-        "end": _NULLABLE_TIME, "reason": {"type": "string"}, "expires": _NULLABLE_TIME,
+        "id": {"type": "string"}, "case_id": _WITHHELD, "cameras": {"type": ["array", "null"]}, "start": TIME_SCHEMA,
+        "end": _NULLABLE_TIME, "reason": _WITHHELD, "expires": _NULLABLE_TIME,
         "state": {"enum": ["active", "expired", "released"]}, "created": TIME_SCHEMA,
         "created_by": {"type": "string"}, "released": _NULLABLE_TIME, "released_by": {"type": ["string", "null"]},
-        "release_reason": {"type": ["string", "null"]}, "legal_holds": {"type": "object"}}},
+        "release_reason": {"type": ["string", "null"]}, "legal_holds": {"type": "object"},
+        "redacted": {"type": "boolean", "description": "cut to the token's cameras; case_id and reasons withheld"}}},
+    "HoldList": {"type": "object", "required": ["holds"], "properties": {
+        "holds": {"type": "array", "items": {"$ref": "#/components/schemas/Hold"}}}},
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -109,7 +121,8 @@ ROUTES: tuple[Route, ...] = (
           "Place a hold: footage it covers is never deleted (S3 legal hold where object lock is on)",
           tag="holds", body="HoldCreate", responses={201: "Hold"}),
     Route("GET", "/api/v1/holds", list_holds, "evidence", "Holds, newest last", tag="holds",
-          query=(Param("state", Choice(STATES), "Only holds in this state", default="all"),)),
+          query=(Param("state", Choice(STATES), "Only holds in this state", default="all"),),
+          responses={200: "HoldList"}),
     Route("DELETE", "/api/v1/holds/{id}", release_hold, "evidence",
           "Release a hold (reason required); legal holds no other hold needs are cleared", tag="holds",
           ids={"id": HOLD},

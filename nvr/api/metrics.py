@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,3 +94,26 @@ def render_metrics(src: MetricsSources) -> str:
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
     src.retention.write_metrics(exp)
     return exp.text()
+
+
+_CAMERA_LABEL = re.compile(r'[{,]camera="((?:[^"\\]|\\.)*)"')
+
+
+def only_cameras(text: str, sees: Callable[[str], bool]) -> str:
+    """The exposition ``text`` with only the samples labelled with a camera ``sees`` accepts (and their families)."""
+    families: dict[str, list[str]] = {}  # metric family -> its HELP and TYPE lines
+    out: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3:
+                families.setdefault(parts[2], []).append(line)
+            continue
+        m = _CAMERA_LABEL.search(line)
+        if m is None or not sees(m.group(1)):
+            continue
+        name = line.split("{", 1)[0]
+        family = next((f for f in (name, name.rsplit("_", 1)[0]) if f in families), name)
+        out += families.pop(family, [])
+        out.append(line)
+    return "\n".join(out) + "\n" if out else ""

@@ -2,7 +2,11 @@
 
 Path ids, query parameters (required, default, schema) and request bodies
 come from the same ``Route`` objects the validation middleware checks; each
-routes module adds the schemas of its bodies and answers (``SCHEMAS``).
+routes module adds the schemas of its bodies and answers (``SCHEMAS``). The
+problem answers every route can give are added from what the route is
+(``_problems``): 400 and 404 always; with a token 401, 403, 429 (failed
+authentication, ``nvr.api.guard``) and 503 (the index can't answer); with a
+body 408, 413 and 415.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def _response(kind: str) -> dict[str, Any]:
         return {"description": "No content"}
     if kind == "object":
         return {"description": "OK", "content": {"application/json": {}}}
+    if kind.startswith("text/"):
+        return {"description": "Text", "content": {kind: {"schema": {"type": "string"}}}}
     if "/" in kind:
         return {"description": "Media", "content": {kind: {"schema": {"type": "string", "format": "binary"}}}}
     media = "application/problem+json" if kind == "Problem" else "application/json"
@@ -60,11 +66,19 @@ def _operation(r: Route) -> dict[str, Any]:
     declared_ok = any(200 <= code < 300 for code in r.responses)
     for status, kind in (({} if declared_ok else {_SUCCESS[r.method]: "object"}) | dict(r.responses)).items():
         op["responses"][str(status)] = _response(kind)
-    for status in (400, 401, 403, 404):
-        if status == 401 and r.role is None:
-            continue
+    for status in _problems(r):
         op["responses"].setdefault(str(status), _response("Problem"))
     return op
+
+
+def _problems(r: Route) -> tuple[int, ...]:
+    """The problem statuses ``r`` can answer whatever its handler does."""
+    statuses = [400, 404]
+    if r.role is not None:
+        statuses += [401, 403, 429, 503]
+    if r.body is not None:
+        statuses += [408, 413, 415]
+    return tuple(sorted(statuses))
 
 
 def build_openapi(routes: Iterable[Route], schemas: Mapping[str, Any]) -> dict[str, Any]:

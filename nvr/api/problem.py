@@ -5,9 +5,9 @@ let them propagate; ``problem_middleware`` maps the kind to a status
 (``STATUS``), turns the error's ``context`` (``field``, ``parameter``,
 ``code``...) into extension members, and adds ``Retry-After`` to every 503.
 ``Problem`` is only for what exists in HTTP alone: 401, 403 of a token, 405,
-410, 413, 415, 416. A library error that reaches the API is first given its
-kind (``domain_error``): SQLite saying the index is locked or the disk full is
-a 503, not a 500.
+408, 410, 413, 415, 416, and the 429 of failed authentication. A library
+error that reaches the API is first given its kind (``domain_error``): SQLite
+saying the index is locked or the disk full is a 503, not a 500.
 """
 
 from __future__ import annotations

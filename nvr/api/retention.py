@@ -3,7 +3,8 @@
 Reading the rules needs ``evidence``; changing them, previewing and running a
 sweep need ``admin``. A camera-scoped token can't change the default rules or
 the quota (403), gets 404 for another camera's override, and sees only its
-cameras in every answer.
+cameras in every answer: the sweep's state without its totals over every camera
+(``SCOPED_SWEEP``), a preview's usage summed over its cameras only.
 
 A rule set is validated as a whole by the retention service, whose errors name
 the field (``default.max_age``, ``cameras.gate.min_age``...): units are
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from nvr.api.auth import principal_of, refuse_scoped
+from nvr.api.auth import Principal, principal_of, refuse_scoped
 from nvr.api.deps import AUDIT, CAMERAS, RETENTION
 from nvr.api.shared import json_reply, visible_camera, visible_cameras
 from nvr.api.spec import BODY, CAMERA, IDS, TIME_SCHEMA, Route
@@ -43,8 +44,17 @@ async def _rules_view(request: web.Request) -> dict[str, Any]:
         "rules": data, "version": st.version, "source": st.source, "changed": ms_to_rfc3339(st.changed_ms),
         "changed_by": st.actor, "min_age_floor": format_duration(svc.settings.min_age_floor),
         "effective": {c: _rule_json(st.rules.for_camera(c)) for c in sorted(cams) if who.sees(c)},
-        "sweep": svc.status(),
+        "sweep": _sweep_view(svc.status(), who),
     }
+
+
+SCOPED_SWEEP = ("rules_version", "rules_source", "sweep_interval", "running", "next_run", "object_lock",
+                "min_age_floor")
+
+
+def _sweep_view(status: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """The sweep's status; for a camera-scoped token without the counts over every camera."""
+    return status if who.cameras is None else {k: v for k, v in status.items() if k in SCOPED_SWEEP}
 
 
 async def get_retention(request: web.Request) -> web.Response:
@@ -88,8 +98,14 @@ async def preview_retention(request: web.Request) -> web.Response:
             raise InvalidInput(f"rules.{e}", field=f"rules.{e.field}") from None
         await visible_cameras(request, sorted(rules.cameras), name="cameras")
     pv = await svc.preview(rules)
-    out = preview_json(pv, principal_of(request).sees)
+    who = principal_of(request)
+    out = preview_json(pv, who.sees)
+    if who.cameras is not None:  # the plan's totals are over every camera: sum the token's cameras instead
+        for key in ("usage_before", "usage_after"):
+            out[key] = sum(c[key] for c in out["cameras"].values())
+        out["pending_bytes"], out["quota_unmet"] = None, None
     out["rules"] = rules_to_dict(pv.rules)
+    out["rules"]["cameras"] = {c: r for c, r in out["rules"]["cameras"].items() if who.sees(c)}
     return json_reply(out)
 
 

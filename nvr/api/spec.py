@@ -10,13 +10,21 @@ hands it the parsed values: ``request[IDS]["id"]``, ``request[QUERY]["start"]``
 and the checks can't disagree.
 
 Query rules: an unknown or repeated parameter, a malformed value and a
-missing required one are each a 400 naming the parameter. A route taking
-``start`` and ``end`` gets the range rule (``check_range``: end after start).
+missing required one are each a 400 naming the parameter, and so is a value
+with a NUL. A route taking ``start`` and ``end`` gets the range rule
+(``check_range``: end after start).
+
+Body rules (``parse_json``): strict JSON, an object, sent within
+``BODY_SECONDS``; ``NaN``, ``Infinity``, numbers beyond a double and repeated
+keys are refused (Python's own parser accepts them), and so is a NUL or an
+unpaired surrogate in any string or key, each a 400 naming where it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -265,12 +273,14 @@ def parse_query(route: Route, query: Mapping[str, str]) -> dict[str, Any]:
     """The route's query parameters, parsed; every declared one is present (its default when absent)."""
     specs = {p.name: p for p in route.query}
     seen: set[str] = set()
-    for key, _ in query.items():  # every pair: a repeated key comes twice
+    for key, value in query.items():  # every pair: a repeated key comes twice
         if key not in specs:
             hint = f"; accepted: {', '.join(sorted(specs))}" if specs else "; this route takes none"
             raise invalid(key, f"unknown query parameter {key!r}{hint}")
         if key in seen:
             raise invalid(key, f"query parameter {key!r} given more than once")
+        if "\x00" in value:
+            raise invalid(key, f"{key}: the value contains NUL (%00), which no parameter accepts")
         seen.add(key)
     out: dict[str, Any] = {}
     for p in route.query:
@@ -285,16 +295,81 @@ def parse_query(route: Route, query: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+BODY_SECONDS = 10.0  # how long a client may take to send its body once the headers are in
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"body: {name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise InvalidInput(f"body: the number {raw[:40]} is too large for a JSON number")
+    return value
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InvalidInput(f"body: key {key!r} given more than once", field=key)
+        obj[key] = value
+    return obj
+
+
+def _check_strings(data: Any) -> None:
+    """Refuse a NUL or an unpaired surrogate in any string or key, naming where (``a.b[2]``)."""
+    stack: list[tuple[str, Any]] = [("", data)]  # a loop, not recursion: the parser allows deep nesting
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(path or "body", key, "a key")  # before the key is part of a name in an answer
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack += [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+        elif isinstance(value, str):
+            _check_text(path or "body", value, "the value")
+
+
+def _check_text(where: str, text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidInput(f"{where}: {what} contains NUL (\\u0000), which no field accepts", field=where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{where}: {what} contains an unpaired UTF-16 surrogate (not Unicode text)",
+                           field=where) from None
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as strict JSON (RFC 8259): no NaN, Infinity or numbers beyond a double, no repeated keys,
+    no NUL or unpaired surrogate in a string (InvalidInput naming what is wrong)."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_no_repeats)
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, InvalidInput):
+            raise
+        raise InvalidInput(f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput("body is not valid JSON: nested too deeply") from None
+    _check_strings(data)
+    return data
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (413 when too large, 415/400 when not a JSON object)."""
+    """The request's JSON object body (413 when too large, 415/400 when not a strict JSON object, 408 when slow)."""
     ctype = request.content_type
     if ctype not in JSON_TYPES:
         raise Problem(415, f"send the body as application/json (got {ctype or 'no content type'})")
-    raw = await request.read()
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"body is not valid JSON: {e}") from None
+        async with asyncio.timeout(BODY_SECONDS):
+            raw = await request.read()
+    except TimeoutError:
+        raise Problem(408, f"the body did not arrive within {BODY_SECONDS:g} s", headers={"Connection": "close"},
+                      title="Request timeout") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise InvalidInput("body must be a JSON object")
     return data

@@ -40,7 +40,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from nvr import __version__
-from nvr.api.app import build_app
+from nvr.api.app import SERVER_OPTIONS, build_app
 from nvr.api.auth import create_token
 from nvr.api.deps import ClipSettings, Services
 from nvr.api.metrics import HttpMetrics, MetricsSources
@@ -240,7 +240,7 @@ class NvrServer:
         stack.push_async_callback(self.exports.stop)
 
         self.app = build_app(self._services())
-        runner = web.AppRunner(self.app, access_log=None)
+        runner = web.AppRunner(self.app, access_log=None, **SERVER_OPTIONS)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, cfg.server.listen_host, cfg.server.listen_port)

@@ -1,6 +1,7 @@
 """The two servers the API tests share (started once for the package, on the package's event loop).
 
-* ``api``: two recording RTSP cameras (``A``, ``B``), clips up to 10 minutes.
+* ``api``: two recording RTSP cameras (``A``, ``B``), clips up to 10 minutes;
+  tokens per role, ``scoped`` (viewer) and ``scoped-admin`` (admin) for ``A`` only.
 * ``retention_api``: camera ``YARD`` recording on top of two hours of
   back-dated segments (ingested before the server starts, so nothing waits in
   real time), camera ``DOCK`` registered but disabled; S3 object lock is on and
@@ -42,6 +43,7 @@ async def api(rtsp, s3, tmp_path_factory):
         index = srv.backend.index
         tokens = {role: create_token(index, name=role, role=role, cameras=None) for role in ROLES}
         tokens["scoped"] = create_token(index, name="scoped", role="viewer", cameras=[A])
+        tokens["scoped-admin"] = create_token(index, name="scoped-admin", role="admin", cameras=[A])
         tokens["revoked"] = create_token(index, name="revoked", role="admin", cameras=None)
         index.revoke_token("revoked")
         tokens["bad"] = "nvr_not-a-real-token"

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from nvr.api.app import build_app
+from nvr.api.app import SERVER_OPTIONS, build_app
 from nvr.api.auth import create_token
 from nvr.api.deps import ClipSettings, Services
 from nvr.api.metrics import HttpMetrics, MetricsSources
@@ -101,7 +101,7 @@ async def served_api(services: Services, scoped: dict[str, list[str]] | None = N
     for name, cams in (scoped or {}).items():
         tokens[name] = create_token(services.index, name=name, role="evidence", cameras=cams)
     server = TestServer(build_app(services), host="127.0.0.1")
-    await server.start_server()
+    await server.start_server(**SERVER_OPTIONS)  # the options the real server's runner is given
     try:
         async with aiohttp.ClientSession() as http:
             yield ServedApi(str(server.make_url("")).rstrip("/"), http, tokens, services=services)

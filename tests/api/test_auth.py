@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+import aiohttp
 import pytest
 
 from nvr.api.app import ROUTES
+from nvr.api.guard import AUTH_GUARD, AuthLimits
 from nvr.base.times import ms_to_rfc3339
 from tests.api.conftest import A, B
 
@@ -19,7 +26,9 @@ def concrete(path: str, camera: str, segment: str) -> str:
     return path.replace("/segments/{id}", f"/segments/{segment}").replace("{id}", camera)
 
 
-async def test_auth_matrix(api):
+async def test_auth_matrix(api, monkeypatch):
+    # The matrix sends many wrong tokens from one address: lift the limit of failures for it (tested below).
+    monkeypatch.setattr(api.srv.app[AUTH_GUARD], "limits", AuthLimits(burst=1_000_000))
     seg_a, seg_b = segments_of(api, A)[1].id, segments_of(api, B)[1].id
     t0 = segments_of(api, A)[1].start_ms
     qs = f"?start={ms_to_rfc3339(t0)}&end={ms_to_rfc3339(t0 + 1000)}"
@@ -64,3 +73,47 @@ async def test_scoped_token_sees_only_its_cameras(api):
     assert other_body["title"] == missing_body["title"]
     status = await (await api.get("/api/v1/status", "scoped")).json()
     assert list(status["cameras"]) == [A]
+
+
+# ---------------------------------------------------------------------- failed authentication (issue 12)
+
+
+async def test_failed_authentication_is_limited_per_address_and_audited_once_per_window(api, monkeypatch, caplog):
+    guard, index = api.srv.app[AUTH_GUARD], api.srv.backend.index
+    monkeypatch.setattr(guard, "limits", replace(guard.limits, window=5.0))  # defaults but a short window
+    flooder = "127.0.0.3"  # another address of the loopback: a client other than the test's own
+    caplog.set_level(logging.WARNING, logger="nvr.api.auth")
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(flooder, 0))) as http:
+        async def as_flooder(token: str) -> aiohttp.ClientResponse:
+            resp = await http.get(f"{api.base}/api/v1/cameras", headers={"Authorization": f"Bearer {token}"})
+            await resp.read()
+            return resp
+
+        started = time.monotonic()
+        for i in range(200):
+            statuses.append((await as_flooder(f"nvr_guess-{i}")).status)
+            if i == 100:  # while the flood goes on, a working token from another address is unaffected
+                assert (await api.get("/api/v1/cameras", "viewer")).status == 200
+        elapsed = time.monotonic() - started
+        checked = statuses.count(401)
+        assert statuses[:10] == [401] * 10  # the burst
+        assert checked <= 10 + elapsed * guard.limits.per_second + 1 and statuses.count(429) == 200 - checked
+        refused = await as_flooder(api.tokens["viewer"])  # refused without a look: even a working token
+        problem = await refused.json(content_type=None)
+        assert refused.status == 429 and refused.headers["Content-Type"].startswith("application/problem+json")
+        wait = int(refused.headers["Retry-After"])
+        assert 1 <= wait <= 2 and problem["status"] == 429 and "too many failed authentications" in problem["detail"]
+        await asyncio.sleep(wait)
+        assert (await as_flooder(api.tokens["viewer"])).status == 200  # earned back: it may try again
+    # One audit entry and one log line for the window, with the count, however long the flood.
+    for _ in range(100):
+        entries = index.audit_entries(action="auth.failed", target=flooder)
+        if entries:
+            break
+        await asyncio.sleep(0.1)
+    [entry] = entries
+    assert entry.detail["count"] == 201 and entry.detail["refused"] == 201 - checked
+    assert entry.detail["failures"] == {"unknown": checked} and entry.actor == "system"
+    lines = [r.getMessage() for r in caplog.records if flooder in r.getMessage()]
+    assert len(lines) == 1 and "201 failed authentication(s)" in lines[0]

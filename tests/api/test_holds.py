@@ -21,6 +21,9 @@ BAD_INPUT = [
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "cameras": ["Bad Id"]}, 400, "not a camera id"),
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "start": "yesterday"}, 400, "start: 'yesterday' is not an RFC 3339"),
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "start": "2026-11-29T10:00:00"}, 400, "no UTC offset"),
+    ("POST", "/api/v1/holds", "evidence", {**HOLD, "start": DAY + "\n"}, 400, "start: "),
+    ("POST", "/api/v1/holds", "evidence", {**HOLD, "start": "2026-W48-7T10:00:00Z"}, 400, "start: "),
+    ("POST", "/api/v1/holds", "evidence", {**HOLD, "reason": "incident\u0000"}, 400, "reason: "),
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "end": "2026-11-29T09:00:00Z"}, 400, "end: must be after start"),
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "end": DAY}, 400, "end: must be after start"),
     ("POST", "/api/v1/holds", "evidence", {**HOLD, "expires": "2001-01-01T00:00:00Z"}, 400,
@@ -75,3 +78,33 @@ async def test_hold_place_list_release(retention_api):
     assert not api.srv.backend.store.stat(rows[0].object_key, rows[0].version_id).legal_hold
     acts = [(e.action, e.actor) for e in index.audit_entries(target=hold["id"])]
     assert acts == [("hold.place", "token:evidence"), ("hold.release", "token:evidence")]
+
+
+async def test_a_scoped_token_sees_a_hold_over_other_cameras_cut_and_without_its_case(retention_api):
+    api = retention_api
+    rows = old_rows(api)
+    rng = {"start": ms_to_rfc3339(rows[0].start_ms), "end": ms_to_rfc3339(rows[1].end_ms)}
+    both = await api.json("POST", "/api/v1/holds", "evidence", status=201, json={
+        "case_id": "case-yd-12", "cameras": [YARD, DOCK], **rng, "reason": "reason-yd-12"})
+    yard = await api.json("POST", "/api/v1/holds", "evidence", status=201, json={
+        "case_id": "case-y-12", "cameras": [YARD], **rng, "reason": "reason-y-12"})
+    try:
+        listed = await api.json("GET", "/api/v1/holds", "scoped-evidence")
+        text = str(listed)
+        assert YARD not in text and yard["id"] not in text  # a hold on none of its cameras: not there
+        assert not [s for s in ("case-yd-12", "reason-yd-12", "case-y-12", "reason-y-12") if s in text]
+        [mine] = [h for h in listed["holds"] if h["id"] == both["id"]]
+        assert mine["cameras"] == [DOCK] and mine["redacted"] is True
+        assert (mine["case_id"], mine["reason"], mine["release_reason"]) == (None, None, None)
+        assert (mine["start"], mine["end"], mine["state"]) == (rng["start"], rng["end"], "active")
+        gone = await api.request("DELETE", f"/api/v1/holds/{yard['id']}?reason=mine", "scoped-evidence")
+        await problem_of(gone, 404, f"hold {yard['id']!r} does not exist")
+        full = [h for h in (await api.json("GET", "/api/v1/holds", "evidence"))["holds"] if h["id"] == both["id"]]
+        assert full[0]["reason"] == "reason-yd-12" and full[0]["cameras"] == sorted([YARD, DOCK])
+        assert "redacted" not in full[0]
+    finally:
+        for h in (both, yard):
+            await api.request("DELETE", f"/api/v1/holds/{h['id']}?reason=closed-12", "evidence")
+    released = await api.json("GET", "/api/v1/holds?state=released", "scoped-evidence")
+    [mine] = [h for h in released["holds"] if h["id"] == both["id"]]
+    assert mine["release_reason"] is None and mine["released_by"] == "token:evidence"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nvr.api.app import openapi_document
+from nvr.api.metrics import only_cameras
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
@@ -54,15 +55,37 @@ async def test_metrics_and_healthz(api):
     assert health == {"ok": True, "alarms": []}
 
 
-async def test_schemathesis_finds_no_server_error(api):
+CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance")
+
+
+async def test_schemathesis_finds_the_server_conformant(api):
     # Reads only: a fuzzed camera URL would make ffmpeg dial arbitrary hosts. The bad-input tables
-    # cover the bodies of the mutating routes.
+    # cover the bodies of the mutating routes. Statuses, media types and JSON answers must be the documented ones.
     token = api.tokens["admin"]
     proc = await asyncio.to_thread(
         subprocess.run,
         [str(Path(sys.executable).parent / "st"), "run", f"{api.base}/api/v1/openapi.json",
-         "-H", f"Authorization: Bearer {token}", "--checks", "not_a_server_error", "--max-examples", "15",
+         "-H", f"Authorization: Bearer {token}", "--checks", ",".join(CHECKS), "--max-examples", "15",
          "--request-timeout", "30", "--include-method", "GET"],
         capture_output=True, text=True, timeout=400,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+async def test_a_scoped_token_gets_only_the_metric_series_of_its_cameras():
+    text = "\n".join([
+        "# HELP nvr_segments_ingested_total Segments", "# TYPE nvr_segments_ingested_total counter",
+        "nvr_segments_ingested_total 12",
+        "# HELP nvr_retention_deleted_segments_total Deleted", "# TYPE nvr_retention_deleted_segments_total counter",
+        'nvr_retention_deleted_segments_total{camera="north"} 3',
+        'nvr_retention_deleted_segments_total{camera="south"} 4',
+        "# HELP nvr_lag_seconds Lag", "# TYPE nvr_lag_seconds histogram",
+        'nvr_lag_seconds_bucket{camera="north",le="1"} 2', 'nvr_lag_seconds_bucket{le="1",camera="south"} 5',
+    ]) + "\n"
+    assert only_cameras(text, {"north"}.__contains__).splitlines() == [
+        "# HELP nvr_retention_deleted_segments_total Deleted", "# TYPE nvr_retention_deleted_segments_total counter",
+        'nvr_retention_deleted_segments_total{camera="north"} 3',
+        "# HELP nvr_lag_seconds Lag", "# TYPE nvr_lag_seconds histogram",
+        'nvr_lag_seconds_bucket{camera="north",le="1"} 2',
+    ]
+    assert only_cameras(text, {"east"}.__contains__) == ""

@@ -120,3 +120,61 @@ async def test_input_is_checked_after_the_token(api):
     # A bad query from a caller without a token learns nothing about the route's parameters.
     await problem_of(await api.get(f"/api/v1/cameras/{A}/segments?colour=red", None), 401)
     await problem_of(await api.get("/api/v1/audit?limit=0", "viewer"), 403)
+
+
+# ---------------------------------------------------------------------- strict input (issue 12)
+
+CAM = '{"id": "x1", "url": "rtsp://h/x"'  # a camera body, to be closed by each case
+STRICT_BODIES = [  # (raw body, where the problem is named, detail fragment)
+    (CAM + ', "segment_seconds": NaN}', None, "NaN is not JSON"),
+    (CAM + ', "segment_seconds": Infinity}', None, "Infinity is not JSON"),
+    (CAM + ', "segment_seconds": -Infinity}', None, "-Infinity is not JSON"),
+    (CAM + ', "segment_seconds": 1e999}', None, "too large for a JSON number"),
+    (CAM + ', "name": "a", "name": "b"}', "name", "key 'name' given more than once"),
+    (CAM + ', "name": "gate\\u0000"}', "name", "name: the value contains NUL"),
+    ('{"id": "x1", "url": "rtsp://h/x\\u0000"}', "url", "url: the value contains NUL"),
+    (CAM + ', "na\\u0000me": "gate"}', "body", "a key contains NUL"),
+    (CAM + ', "name": "\\ud800"}', "name", "unpaired UTF-16 surrogate"),
+    ("[" * 20_000, None, "nested too deeply"),
+    ('{"id": "evil\\n", "url": "rtsp://h/x"}', "id", "id: 'evil\\n' must be 1-63 of"),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="package")
+@pytest.mark.parametrize(("raw", "field", "fragment"), STRICT_BODIES)
+async def test_a_body_that_is_not_strict_json_is_refused_naming_the_problem(api, raw, field, fragment):
+    problem = await problem_of(await api.request("POST", "/api/v1/cameras", "admin", **body_kw(raw)), 400, fragment)
+    assert problem.get("field") == field
+    assert api.srv.cameras.get("x1") is None and api.srv.cameras.get("evil\n") is None
+
+
+BAD_TIMES = ["2026-11-29T10:00:00Z%00", "2026-11-29T10:00:00Z%0A", "2026-W49-1T00:00Z",
+             "%EF%BC%92%EF%BC%90%EF%BC%92%EF%BC%96-11-29T10:00:00Z"]  # the last: fullwidth digits ２０２６
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="package")
+@pytest.mark.parametrize("raw", BAD_TIMES)
+@pytest.mark.parametrize("name", ["start", "end"])
+async def test_a_time_that_is_not_strict_rfc3339_is_refused_naming_the_parameter(api, raw, name):
+    other = "end=2026-11-29T11:00:00Z" if name == "start" else "start=2026-11-29T09:00:00Z"
+    resp = await api.get(f"/api/v1/cameras/{A}/timeline?{name}={raw}&{other}", "viewer")
+    problem = await problem_of(resp, 400, name)
+    assert problem["parameter"] == name
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="package")
+@pytest.mark.parametrize("path", ["/api/v1/cameras/evil%0A", f"/api/v1/cameras/{A}%0A", f"/api/v1/cameras/{A}%00",
+                                  f"/api/v1/cameras/{A}%0A/segments", f"/api/v1/segments/{A}:1%0A"])
+async def test_an_id_with_a_trailing_newline_or_nul_is_refused_on_lookup(api, path):
+    problem = await problem_of(await api.get(path, "admin"), 400, "is not a")
+    assert problem["parameter"] == "id"
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="package")
+async def test_a_nul_in_a_query_value_is_refused_naming_the_parameter(api):
+    problem = await problem_of(await api.get("/api/v1/audit?actor=token:viewer%00", "admin"), 400, "NUL")
+    assert problem["parameter"] == "actor"

@@ -2,7 +2,8 @@
 
 The simulator needs GStreamer's Python bindings, which exist only for Debian's
 ``/usr/bin/python3``, so it runs as a child process driven over stdin/stdout.
-This module is stdlib-only and importable from the venv.
+This module is stdlib-only and importable from the venv.  Frames of the
+time-coded mounts are read back with ``tests.support.timecode``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import queue
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SIM_SCRIPT = Path(__file__).with_name("rtsp_sim.py")
 DEFAULT_MOUNTS = ("cam1", "cam2", "cam3")
+TIMECODE_SIZE = (320, 240)
 
 START_TIMEOUT = 20.0
 COMMAND_TIMEOUT = 10.0
@@ -81,8 +84,11 @@ def make_clip(
     return path
 
 
-def gst_available() -> str | None:
-    """None if the simulator can run here, else the reason it cannot."""
+def gst_available(*, timecoded: bool = False) -> str | None:
+    """None if the simulator can run here (with time-coded mounts if asked), else why not."""
+    elements = ["multifilesrc", "h264parse", "rtph264pay"]
+    if timecoded:
+        elements += ["appsrc", "x264enc"]
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return f"{SYSTEM_PYTHON} not found"
     probe = (
@@ -91,8 +97,7 @@ def gst_available() -> str | None:
         "gi.require_version('GstRtspServer', '1.0')\n"
         "from gi.repository import Gst, GstRtspServer\n"
         "Gst.init(None)\n"
-        "missing = [e for e in ('multifilesrc', 'h264parse', 'rtph264pay')\n"
-        "           if Gst.ElementFactory.find(e) is None]\n"
+        f"missing = [e for e in {elements!r} if Gst.ElementFactory.find(e) is None]\n"
         "assert not missing, 'missing GStreamer elements: ' + ', '.join(missing)\n"
     )
     try:
@@ -105,7 +110,7 @@ def gst_available() -> str | None:
         lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
         return (
             "GStreamer RTSP server unavailable for /usr/bin/python3 (install python3-gi, "
-            f"gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good/bad): {lines[-1]}"
+            f"gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-good/bad/ugly): {lines[-1]}"
         )
     return None
 
@@ -123,11 +128,17 @@ class RtspSimulator:
             url = sim.url("cam1")
             sim.drop("cam1")
             sim.restore("cam1")
+
+        with RtspSimulator().start(mounts=(), timecoded=("tc1",)) as sim:
+            sim.jump("tc1", -3)              # RTP time steps back 3 s
+            sim.pause("tc1", 2, reset=True)  # 2 s without frames, then RTP time from 0
+            sim.freeze("tc1", 5)             # 5 s without RTP or RTCP
     """
 
     def __init__(self) -> None:
         self.port: int | None = None
         self.mounts: tuple[str, ...] = ()
+        self.timecoded: tuple[str, ...] = ()
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -140,32 +151,40 @@ class RtspSimulator:
     def start(
         self,
         port: int | None = None,
-        mounts: tuple[str, ...] | list[str] = DEFAULT_MOUNTS,
+        mounts: Sequence[str] = DEFAULT_MOUNTS,
         clip: Path | None = None,
         fps: int = 15,
+        timecoded: Sequence[str] = (),
+        size: tuple[int, int] = TIMECODE_SIZE,
     ) -> RtspSimulator:
         """Launch the simulator and wait until it listens.
 
         ``port=None`` lets the simulator bind an ephemeral loopback port
         itself (no window in which another process could take it); the port
         it reports is then in ``self.port``.  ``clip`` must be an Annex-B
-        H.264 stream encoded at ``fps`` (see ``make_clip``).
+        H.264 stream encoded at ``fps`` (see ``make_clip``); it is needed
+        only when ``mounts`` is not empty.  ``timecoded`` names further
+        mounts serving live time-coded frames of ``size`` at ``fps``, the
+        only ones that take ``jump``, ``pause`` and ``freeze``.
+        ``self.mounts`` lists all mounts, clip mounts first.
         """
         if self._proc is not None:
             raise RtspSimulatorError("simulator already started")
-        if clip is None:
-            raise ValueError("clip is required (see make_clip)")
-        self.mounts = tuple(mounts)
+        if clip is None and mounts:
+            raise ValueError("clip is required for clip mounts (see make_clip)")
+        self.mounts = (*mounts, *timecoded)
+        self.timecoded = tuple(timecoded)
         self._lines = queue.Queue()
         self._stderr_tail.clear()
+        args = [
+            SYSTEM_PYTHON, str(SIM_SCRIPT), "--port", str(port or 0), "--fps", str(fps),
+        ]  # fmt: skip
+        if mounts:
+            args += ["--clip", str(clip), "--mounts", ",".join(mounts)]
+        if timecoded:
+            args += ["--timecoded", ",".join(timecoded), "--size", "{}x{}".format(*size)]
         self._proc = subprocess.Popen(
-            [
-                SYSTEM_PYTHON, str(SIM_SCRIPT),
-                "--port", str(port or 0),
-                "--clip", str(clip),
-                "--mounts", ",".join(self.mounts),
-                "--fps", str(fps),
-            ],
+            args,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -204,6 +223,18 @@ class RtspSimulator:
     def restore(self, mount: str) -> str:
         """Serve ``mount`` again after ``drop``."""
         return self._command(f"restore {mount}")
+
+    def jump(self, mount: str, seconds: float) -> str:
+        """Shift time-coded ``mount``'s RTP timestamps by ``seconds`` more (a camera clock step)."""
+        return self._command(f"jump {mount} {seconds!r}")
+
+    def pause(self, mount: str, seconds: float, *, reset: bool = False) -> str:
+        """Send no frames of ``mount`` for ``seconds`` (RTP time restarting after it if ``reset``)."""
+        return self._command(f"pause {mount} {seconds!r}" + (" reset" if reset else ""))
+
+    def freeze(self, mount: str, seconds: float) -> str:
+        """Send nothing of ``mount``, RTCP included, for ``seconds``; connections stay open."""
+        return self._command(f"freeze {mount} {seconds!r}")
 
     def stop(self) -> None:
         """Stop the simulator: ask politely, then terminate, then kill."""

@@ -1,18 +1,32 @@
 #!/usr/bin/python3
 """RTSP camera simulator for the integration tests.
 
-Serves one pre-encoded H.264 clip, looped forever, on several mounts::
+One module: it is a script run by Debian's ``/usr/bin/python3``, outside the
+project's packages, and imports only ``timecode.py`` next to it.
+
+Serves one pre-encoded H.264 clip, looped forever, on several mounts, and
+live time-coded H.264 on others::
 
     /usr/bin/python3 tests/support/rtsp_sim.py --port 8554 --clip clip.h264 \\
-        --mounts cam1,cam2,cam3 [--fps 15]
+        --mounts cam1,cam2,cam3 [--fps 15] [--timecoded tc1,tc2 [--size 320x240]]
 
 Each mount is available at ``rtsp://127.0.0.1:PORT/<mount>`` (RTP over UDP or
-interleaved TCP).  Nothing is decoded or re-encoded: ``multifilesrc loop=true``
-reads the Annex-B elementary stream over and over, ``h264parse`` splits it
-into access units and interpolates their timestamps from the framerate in the
-caps, so timestamps keep increasing across loop boundaries, and the server's
-sinks sync on the clock, which paces the stream in real time.  Media factories
-are shared: each mount runs a single pipeline however many clients pull it.
+interleaved TCP).  Media factories are shared: each mount runs a single
+pipeline however many clients pull it.
+
+Clip mounts (``--mounts``): nothing is decoded or re-encoded.
+``multifilesrc loop=true`` reads the Annex-B elementary stream over and over,
+``h264parse`` splits it into access units and interpolates their timestamps
+from the framerate in the caps, so timestamps keep increasing across loop
+boundaries, and the server's sinks sync on the clock, which paces the stream
+in real time.
+
+Time-coded mounts (``--timecoded``, no clip needed): a thread per pipeline
+draws ``--fps`` frames a second, each showing its capture wall time as
+blocks (``timecode.py``, next to this script, holds the layout and its
+decoder), timestamped with the pipeline's running time at capture, and
+``x264enc`` encodes them live (zero latency, no B-frames, a keyframe every
+second, one slice per frame).  Only these mounts take the fault commands.
 
 Control protocol: one command per line on stdin, one answer line on stdout
 (``ok ...`` or ``err ...``):
@@ -22,6 +36,19 @@ Control protocol: one command per line on stdin, one answer line on stdout
     requests for it with 404 until restored (a camera going offline).
 ``restore MOUNT``
     Serve the mount again.
+``jump MOUNT SECONDS``
+    From now on shift the mount's RTP timestamps by SECONDS (negative: back),
+    on top of earlier jumps, while frames keep showing the true wall time and
+    keep being sent in real time: a camera whose clock steps.
+``pause MOUNT SECONDS [reset]``
+    Send no frames for SECONDS, connections kept open and RTCP still flowing,
+    then go on with frames of the time it is then (an encoder stalling); the
+    timestamps show the gap, or with ``reset`` restart from where the mount's
+    stream began (a camera rebooting its clock).
+``freeze MOUNT SECONDS``
+    Send nothing at all for SECONDS, neither RTP nor RTCP, connections kept
+    open and RTSP requests still answered (a camera whose streaming hangs);
+    unlike ``drop`` no connection closes.
 ``quit``
     Exit.
 
@@ -30,26 +57,38 @@ bound port, so ``--port 0`` lets the kernel pick a free one.  The simulator
 exits cleanly on ``quit``, on SIGTERM/SIGINT and when stdin is closed.
 
 Runs with Debian's ``/usr/bin/python3`` (python3-gi and
-gir1.2-gst-rtsp-server-1.0); uses nothing outside the stdlib and ``gi``.
+gir1.2-gst-rtsp-server-1.0; x264enc comes with gstreamer1.0-plugins-ugly);
+uses nothing outside the stdlib, ``gi`` and ``timecode.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
 import struct
 import sys
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import gi
+from timecode import COLS, ROWS, i420_frame  # the script's own directory is on sys.path
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 ANNEX_B_START_CODES = (b"\x00\x00\x00\x01", b"\x00\x00\x01")
+DEFAULT_SIZE = (320, 240)
+DEFAULT_BITRATE_KBPS = 500
+# Added to the timestamps the payloader turns into RTP time, so that a jump
+# back soon after the stream starts still gives a valid (unsigned) timestamp.
+RTP_TIME_BASE_NS = 24 * 3600 * Gst.SECOND
+RTCP_INTERVAL_NS = Gst.SECOND
 
 
 class ClipFactory(GstRtspServer.RTSPMediaFactory):
@@ -101,16 +140,270 @@ def _pts_from_dts(pad, info):
     return Gst.PadProbeReturn.OK
 
 
+class Faults:
+    """What a time-coded mount's camera is doing wrong; outlives the mount's successive pipelines."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = 0  # ns added to the RTP time, the sum of the jumps
+        self._hold_until = 0.0  # time.monotonic() until which no frame is sent
+        self._frozen = False  # the hold also silences RTCP
+        self._reset = False  # restart the RTP time with the first frame after the hold
+
+    def jump(self, seconds: float) -> float:
+        """Shift the RTP time by ``seconds`` more; returns the total shift in seconds."""
+        with self._lock:
+            offset = self._offset + round(seconds * Gst.SECOND)
+            if offset <= -RTP_TIME_BASE_NS:
+                raise ValueError(f"cannot jump back beyond {RTP_TIME_BASE_NS // Gst.SECOND} s")
+            self._offset = offset
+            return offset / Gst.SECOND
+
+    def hold(self, seconds: float, *, frozen: bool, reset: bool = False) -> None:
+        """Send no frames for ``seconds`` from now (and no RTCP if ``frozen``)."""
+        with self._lock:
+            self._hold_until = time.monotonic() + seconds
+            self._frozen = frozen
+            self._reset = reset
+
+    def holding(self) -> bool:
+        """Whether frames are being held back now."""
+        return time.monotonic() < self._hold_until
+
+    def frozen(self) -> bool:
+        """Whether everything, RTCP included, is being held back now."""
+        return self._frozen and self.holding()
+
+    def rtp_shift(self, pts: int, origin: int) -> int:
+        """ns to add to a frame's ``pts`` (pipeline running time) to get its RTP time.
+
+        ``origin`` is the pts of the pipeline's first frame: a reset takes the
+        RTP time back to where it was then.
+        """
+        with self._lock:
+            if self._reset and not self.holding():
+                self._reset = False
+                self._offset = origin - pts
+            return RTP_TIME_BASE_NS + self._offset
+
+
+class Retimer:
+    """Pad probes around the payloader shifting the timestamps it turns into RTP time.
+
+    Before the payloader the shift is added, after it taken off again: the RTP
+    timestamps carry the camera's (faulty) clock, while the server's sinks and
+    RTCP keep the true running time, so the stream stays paced in real time.
+    The payloader pushes a frame's packets from within its chain function, so
+    the shift applied on the way in is the one to undo on the way out.
+    """
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+        self._applied = 0
+        self._origin: int | None = None
+
+    def attach(self, pay) -> None:
+        """Install the probes on the payloader ``pay``."""
+        pay.get_static_pad("sink").add_probe(Gst.PadProbeType.BUFFER, self._shift)
+        pay.get_static_pad("src").add_probe(
+            Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, self._unshift
+        )
+
+    def _shift(self, pad, info):
+        buffer = info.get_buffer()
+        if buffer.pts != Gst.CLOCK_TIME_NONE:
+            if self._origin is None:
+                self._origin = buffer.pts
+            shifted = max(0, buffer.pts + self._faults.rtp_shift(buffer.pts, self._origin))
+            self._applied = shifted - buffer.pts
+            _move(buffer, self._applied)
+        return Gst.PadProbeReturn.OK
+
+    def _unshift(self, pad, info):
+        if info.type & Gst.PadProbeType.BUFFER_LIST:
+            buffers = info.get_buffer_list()
+            for i in range(buffers.length()):
+                _move(buffers.get(i), -self._applied)
+        else:
+            _move(info.get_buffer(), -self._applied)
+        return Gst.PadProbeReturn.OK
+
+
+def _move(buffer, delta: int) -> None:
+    """Shift ``buffer``'s PTS and DTS by ``delta`` ns.
+
+    Only metadata changes, which is why the buffer needs not be writable.
+    """
+    if buffer.pts != Gst.CLOCK_TIME_NONE:
+        buffer.pts += delta
+    if buffer.dts != Gst.CLOCK_TIME_NONE:
+        buffer.dts += delta
+
+
+class Camera:
+    """The thread drawing a time-coded mount's frames and pushing them into its appsrc."""
+
+    def __init__(self, src, faults: Faults, fps: int, size: tuple[int, int]) -> None:
+        self._src = src
+        self._faults = faults
+        self._fps = fps
+        self._size = size
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *_args) -> None:
+        """Stop drawing (used as a signal handler, hence the ignored arguments)."""
+        self._stopped.set()
+
+    def _run(self) -> None:
+        period = 1 / self._fps
+        due = time.monotonic()
+        while not self._stopped.wait(max(0.0, due - time.monotonic())):
+            due += period
+            late = time.monotonic() - due
+            if late > 0:
+                # Fell behind by a whole frame (a busy machine): skip the
+                # missed frames, as a camera would, instead of bursting.
+                due += math.ceil(late / period) * period
+            if not self._faults.holding():
+                self._capture()
+
+    def _capture(self) -> None:
+        src = self._src
+        clock = src.get_clock()
+        # Before PLAYING the running time is unknown and frames would queue up stale.
+        if clock is None or src.get_state(0)[1] != Gst.State.PLAYING:
+            return
+        running = clock.get_time() - src.get_base_time()
+        wall_ms = time.time_ns() // 1_000_000
+        buffer = Gst.Buffer.new_wrapped(i420_frame(wall_ms, *self._size))
+        buffer.pts = buffer.dts = running
+        buffer.duration = Gst.SECOND // self._fps
+        src.emit("push-buffer", buffer)
+
+
+class TimecodeFactory(GstRtspServer.RTSPMediaFactory):
+    """Shared media factory encoding live time-coded frames, with the mount's fault state."""
+
+    def __init__(self, fps: int, size: tuple[int, int], bitrate_kbps: int) -> None:
+        super().__init__()
+        self._fps = fps
+        self._size = size
+        self._bitrate = bitrate_kbps
+        self.faults = Faults()
+        self.set_shared(True)
+        self.connect("media-configure", self._on_media_configure)
+
+    def do_create_element(self, url):
+        width, height = self._size
+        src = Gst.ElementFactory.make("appsrc", "src")
+        src.set_property(
+            "caps",
+            Gst.Caps.from_string(
+                f"video/x-raw,format=I420,width={width},height={height},"
+                f"framerate={self._fps}/1"
+            ),
+        )
+        src.set_property("format", Gst.Format.TIME)
+        src.set_property("is-live", True)
+        # Until a client plays the media its pipeline is blocked: keep only the
+        # newest frames rather than send a burst of stale ones later.
+        src.set_property("max-buffers", 2)
+        Gst.util_set_object_arg(src, "leaky-type", "downstream")
+        enc = Gst.ElementFactory.make("x264enc", "enc")
+        Gst.util_set_object_arg(enc, "tune", "zerolatency")
+        Gst.util_set_object_arg(enc, "speed-preset", "ultrafast")
+        enc.set_property("bitrate", self._bitrate)
+        enc.set_property("key-int-max", self._fps)  # a GOP is one second
+        enc.set_property("bframes", 0)
+        # One thread gives one slice per frame, like most cameras; without
+        # scene cuts keyframes come exactly once a second.
+        enc.set_property("threads", 1)
+        enc.set_property("option-string", "scenecut=0")
+        caps = Gst.ElementFactory.make("capsfilter", "h264caps")
+        caps.set_property("caps", Gst.Caps.from_string("video/x-h264,profile=constrained-baseline"))
+        parse = Gst.ElementFactory.make("h264parse", "parse")
+        # SPS/PPS before every keyframe, as cameras send them.
+        parse.set_property("config-interval", -1)
+        pay = Gst.ElementFactory.make("rtph264pay", "pay0")
+        pay.set_property("pt", 96)
+        pay.set_property("config-interval", 0)
+        Retimer(self.faults).attach(pay)
+
+        bin_ = Gst.Bin.new("timecode")
+        chain = (src, enc, caps, parse, pay)
+        for element in chain:
+            bin_.add(element)
+        for upstream, downstream in zip(chain, chain[1:], strict=False):
+            upstream.link(downstream)
+        return bin_
+
+    def _on_media_configure(self, factory, media) -> None:
+        camera = Camera(media.get_element().get_by_name("src"), self.faults, self._fps, self._size)
+        media.connect("prepared", self._on_media_prepared)
+        media.connect("unprepared", camera.stop)
+        camera.start()
+
+    def _on_media_prepared(self, media) -> None:
+        # RTCP once a second rather than every 5 s, so that during a pause
+        # something still flows on the connection while a freeze is silent.
+        media.get_stream(0).get_rtpsession().set_property("rtcp-min-interval", RTCP_INTERVAL_NS)
+        # The media's rtpbin, which sends RTCP, exists only once it is prepared.
+        rtpbin = _find_element(media.get_element().get_parent(), "rtpbin")
+        if rtpbin is None:
+            return
+        for pad in _pads(rtpbin):
+            if pad.get_name().startswith("send_rtcp_src"):
+                pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.BUFFER_LIST, self._drop_rtcp)
+
+    def _drop_rtcp(self, pad, info):
+        return Gst.PadProbeReturn.DROP if self.faults.frozen() else Gst.PadProbeReturn.OK
+
+
+def _find_element(bin_, factory_name: str):
+    """The first element of ``bin_`` made by the factory ``factory_name``, or None."""
+    iterator = bin_.iterate_elements()
+    while True:
+        result, element = iterator.next()
+        if result != Gst.IteratorResult.OK:
+            return None
+        if element.get_factory().get_name() == factory_name:
+            return element
+
+
+def _pads(element) -> list:
+    """``element``'s pads (Gst.Iterator is not a Python iterable without gst-python)."""
+    pads, iterator = [], element.iterate_src_pads()
+    while True:
+        result, pad = iterator.next()
+        if result != Gst.IteratorResult.OK:
+            return pads
+        pads.append(pad)
+
+
 class Simulator:
     """RTSP server with one shared clip factory per mount and a stdin console."""
 
-    def __init__(self, port: int, clip: Path, mounts: list[str], fps: int) -> None:
+    def __init__(
+        self,
+        port: int,
+        clip: Path | None,
+        mounts: list[str],
+        fps: int,
+        timecoded: Sequence[str] = (),
+        size: tuple[int, int] = DEFAULT_SIZE,
+        bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
+    ) -> None:
         self.loop = GLib.MainLoop()
         self.server = GstRtspServer.RTSPServer()
         self.server.set_address("127.0.0.1")
         self.server.set_service(str(port))
         self.mount_points = self.server.get_mount_points()
         self.factories = {m: ClipFactory(clip, fps) for m in mounts}
+        self.factories.update({m: TimecodeFactory(fps, size, bitrate_kbps) for m in timecoded})
         self.dropped: set[str] = set()
         for mount, factory in self.factories.items():
             self.mount_points.add_factory(f"/{mount}", factory)
@@ -160,6 +453,8 @@ class Simulator:
                 _reply(self._drop(mount) if command == "drop" else self._restore(mount))
             case ["drop" | "restore", mount]:
                 _reply(f"err unknown mount: {mount}")
+            case ["jump" | "pause" | "freeze" as command, mount, seconds, *rest]:
+                _reply(self._fault(command, mount, seconds, rest))
             case _:
                 _reply(f"err unknown command: {' '.join(words)}")
         return True
@@ -191,6 +486,29 @@ class Simulator:
             self.dropped.discard(mount)
         return f"ok restore {mount}"
 
+    def _fault(self, command: str, mount: str, seconds: str, rest: list[str]) -> str:
+        factory = self.factories.get(mount)
+        if factory is None:
+            return f"err unknown mount: {mount}"
+        if not isinstance(factory, TimecodeFactory):
+            return f"err not a time-coded mount: {mount}"
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (command != "jump" and value < 0):
+            return f"err bad seconds: {seconds}"
+        if rest not in ([], ["reset"]) or (rest and command != "pause"):
+            return f"err unknown arguments: {' '.join(rest)}"
+        if command == "jump":
+            try:
+                total = factory.faults.jump(value)
+            except ValueError as exc:
+                return f"err {exc}"
+            return f"ok jump {mount} offset={total:.3f}"
+        factory.faults.hold(value, frozen=command == "freeze", reset=bool(rest))
+        return " ".join([f"ok {command} {mount} {value:.3f}", *rest])
+
 
 def _reply(line: str) -> None:
     sys.stdout.write(line + "\n")
@@ -220,26 +538,53 @@ def _reset_connection(client) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port, 0 for a free one")
-    parser.add_argument("--clip", type=Path, required=True, help="Annex-B H.264 clip")
-    parser.add_argument("--mounts", required=True, help="comma-separated mount names")
-    parser.add_argument("--fps", type=int, default=15, help="frame rate of the clip")
+    parser.add_argument("--clip", type=Path, help="Annex-B H.264 clip (needed for --mounts)")
+    parser.add_argument("--mounts", default="", help="comma-separated mount names looping the clip")
+    parser.add_argument("--fps", type=int, default=15, help="frame rate of the clip and time codes")
+    parser.add_argument("--timecoded", default="", help="comma-separated time-coded mount names")
+    parser.add_argument("--size", default="x".join(map(str, DEFAULT_SIZE)), help="time-code frame size")
+    parser.add_argument(
+        "--bitrate", type=int, default=DEFAULT_BITRATE_KBPS, help="time-code bitrate, kbit/s"
+    )
     args = parser.parse_args()
 
     mounts = [m for m in args.mounts.split(",") if m]
-    if not mounts:
-        parser.error("--mounts: at least one mount is required")
-    try:
-        with args.clip.open("rb") as clip:
-            head = clip.read(4)
-    except OSError as exc:
-        parser.error(f"--clip: {exc}")
-    # Containers such as MP4 would be read as garbage by h264parse.
-    if not head.startswith(ANNEX_B_START_CODES):
-        parser.error(f"--clip: {args.clip} is not an Annex-B H.264 stream (ffmpeg -f h264)")
+    timecoded = [m for m in args.timecoded.split(",") if m]
+    if not mounts and not timecoded:
+        parser.error("--mounts, --timecoded: at least one mount is required")
+    if len(set(mounts + timecoded)) != len(mounts + timecoded):
+        parser.error("--mounts, --timecoded: mount names must be unique")
+    if args.fps <= 0:
+        parser.error("--fps: must be positive")
+    size = _parse_size(parser, args.size)
+    clip = None
+    if mounts:
+        if args.clip is None:
+            parser.error("--clip: required with --mounts")
+        try:
+            with args.clip.open("rb") as f:
+                head = f.read(4)
+        except OSError as exc:
+            parser.error(f"--clip: {exc}")
+        # Containers such as MP4 would be read as garbage by h264parse.
+        if not head.startswith(ANNEX_B_START_CODES):
+            parser.error(f"--clip: {args.clip} is not an Annex-B H.264 stream (ffmpeg -f h264)")
+        clip = args.clip.resolve()
 
     Gst.init(None)
-    Simulator(args.port, args.clip.resolve(), mounts, args.fps).run()
+    Simulator(args.port, clip, mounts, args.fps, timecoded, size, args.bitrate).run()
     return 0
+
+
+def _parse_size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, even and divisible into the time code's cells."""
+    try:
+        width, height = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: {text!r} is not WIDTHxHEIGHT")
+    if width % (2 * COLS) or height % (2 * ROWS) or width <= 0 or height <= 0:
+        parser.error(f"--size: width must be a multiple of {2 * COLS}, height of {2 * ROWS}")
+    return width, height
 
 
 if __name__ == "__main__":

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from tests.support.rtsp import RtspSimulator, ffmpeg_exe, gst_available, make_clip
+from tests.support.rtsp import (
+    RtspSimulator,
+    RtspSimulatorError,
+    ffmpeg_exe,
+    gst_available,
+    make_clip,
+)
+from tests.support.timecode import Frame, frame_times, read_frames
 from tests.support.wait import until_while_running
 
 pytestmark = pytest.mark.integration
@@ -20,6 +29,7 @@ FPS = 15
 FRAME_TICKS = 90_000 // FPS
 # Shorter than the 3 s pulls below, so every pull crosses a loop boundary.
 CLIP_SECONDS = 2
+FRAME_MS = 1000 / FPS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,12 +45,19 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def _require_x264() -> None:
+    reason = gst_available(timecoded=True)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
 def start_sim(clip: Path) -> Iterator[Callable[..., RtspSimulator]]:
     """Factory starting simulators on the test clip; all are stopped at teardown."""
     sims: list[RtspSimulator] = []
 
-    def start(mounts: tuple[str, ...]) -> RtspSimulator:
-        sim = RtspSimulator().start(mounts=mounts, clip=clip, fps=FPS)
+    def start(mounts: tuple[str, ...], timecoded: tuple[str, ...] = ()) -> RtspSimulator:
+        sim = RtspSimulator().start(mounts=mounts, clip=clip, fps=FPS, timecoded=timecoded)
         sims.append(sim)
         return sim
 
@@ -59,7 +76,7 @@ class Client:
         cmd = [
             ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning", "-y",
             "-rtsp_transport", "tcp", "-timeout", "3000000", "-i", url,
-            *limit, "-c", "copy", "-f", "mpegts", str(out),
+            *limit, "-c", "copy", "-flush_packets", "1", "-f", "mpegts", str(out),
         ]  # fmt: skip
         with self.log.open("w") as log:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=log)
@@ -185,8 +202,12 @@ def test_drop_disconnects_one_mount_until_restored(start_sim, start_client, tmp_
     assert revived.size() > 0
 
 
-def test_simulator_cpu_stays_low_with_three_clients(start_sim, start_client, tmp_path):
-    sim = start_sim(("cam1", "cam2", "cam3"))
+@pytest.mark.parametrize("timecoded", [False, True], ids=["clip", "timecoded"])
+def test_simulator_cpu_stays_low_with_three_clients(start_sim, start_client, tmp_path, timecoded, request):
+    mounts = ("cam1", "cam2", "cam3")
+    if timecoded:
+        request.getfixturevalue("_require_x264")
+    sim = start_sim((), timecoded=mounts) if timecoded else start_sim(mounts)
     clients = [
         start_client(sim.url(mount), tmp_path / f"{mount}.ts", seconds=6)
         for mount in sim.mounts
@@ -207,3 +228,195 @@ def test_simulator_cpu_stays_low_with_three_clients(start_sim, start_client, tmp
     print(f"simulator CPU with 3 clients: {cpu_used:.2f} s over {wall:.2f} s = {load:.3f} cores")
     assert wall > 2, "measurement window too short to mean anything"
     assert load < 0.5
+
+
+def thread_count(pid: int) -> int:
+    """Threads of ``pid``, not counting GLib's pooled workers, which idle on after use."""
+    count = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text()
+        except FileNotFoundError:
+            continue  # just ended
+        count += not name.startswith("pool-")
+    return count
+
+
+def watch(
+    url: str,
+    seconds: float,
+    *,
+    at: Sequence[tuple[float, Callable[[], object]]] = (),
+    record: Path | None = None,
+    timeout: float | None = None,
+    log: list[str] | None = None,
+) -> list[Frame]:
+    """Frames of ``url`` (RTSP over TCP) for ``seconds`` after the first one arrives.
+
+    ``at`` holds (t, action) pairs: each action runs once a frame arrives t s
+    after the first.  ``record`` gets a ``-c copy`` MP4 of the same stream;
+    ``timeout`` is ffmpeg's socket I/O timeout in seconds.
+    """
+    input_args = ["-rtsp_transport", "tcp", "-fflags", "nobuffer"]
+    if timeout is not None:
+        input_args += ["-timeout", str(round(timeout * 1_000_000))]
+    extra = ["-map", "0:v", "-c", "copy", "-y", str(record)] if record else []
+    pending = sorted(at, key=lambda pair: pair[0])
+    frames: list[Frame] = []
+    with closing(read_frames(url, input_args=input_args, extra_outputs=extra, log=log)) as stream:
+        for frame in stream:
+            frames.append(frame)
+            elapsed = frame.received - frames[0].received
+            while pending and elapsed >= pending[0][0]:
+                pending.pop(0)[1]()
+            if elapsed >= seconds:
+                break
+    assert not pending, f"stream ended after {len(frames)} frames, before every action ran"
+    return frames
+
+
+def steps(values: Sequence[float]) -> list[float]:
+    return [b - a for a, b in zip(values, values[1:], strict=False)]
+
+
+@pytest.mark.usefixtures("_require_x264")
+def test_timecoded_frames_show_their_capture_time(start_sim, tmp_path):
+    sim = start_sim((), timecoded=("tc",))
+    mp4 = tmp_path / "tc.mp4"
+    frames = watch(sim.url("tc"), 6, record=mp4)
+
+    recorded = frame_times(mp4)
+    walls = [wall for _, wall in recorded if wall is not None]
+    assert len(recorded) >= 5.5 * FPS, f"only {len(recorded)} frames in 6 s"
+    assert len(walls) >= 0.95 * len(recorded), f"{len(recorded) - len(walls)} unreadable frames"
+    wall_steps = steps(walls)
+    assert min(wall_steps) > 0, "wall times go back"
+    assert statistics.median(wall_steps) == pytest.approx(FRAME_MS, abs=5)
+    regular = [step for step in wall_steps if abs(step - FRAME_MS) < 25]
+    assert len(regular) >= 0.9 * len(wall_steps), wall_steps
+    # A frame's timestamp is the running time at its capture: pts and wall
+    # times advance together, frame by frame.
+    for (pts_a, wall_a), (pts_b, wall_b) in zip(recorded, recorded[1:], strict=False):
+        if wall_a is not None and wall_b is not None:
+            assert (pts_b - pts_a) * 1000 == pytest.approx(wall_b - wall_a, abs=10)
+
+    # Live: each frame arrives shortly after it was captured, never before.
+    assert None not in [f.wall_ms for f in frames]
+    lags = [f.received - f.wall_ms / 1000 for f in frames]
+    assert all(-0.01 < lag < 0.5 for lag in lags), lags
+
+
+@pytest.mark.usefixtures("_require_x264")
+def test_jump_steps_rtp_time_back_while_frames_keep_their_wall_time(start_sim, tmp_path):
+    sim = start_sim((), timecoded=("tc",))
+    answers = []
+    mp4 = tmp_path / "jump.mp4"
+    frames = watch(sim.url("tc"), 5, at=[(2, lambda: answers.append(sim.jump("tc", -3)))], record=mp4)
+    assert answers == ["ok jump tc offset=-3.000"]
+    assert sim.jump("tc", 1.5) == "ok jump tc offset=-1.500"  # jumps add up
+
+    pts_steps = steps([f.pts for f in frames])
+    back = [step for step in pts_steps if step < 0]
+    assert len(back) == 1, pts_steps
+    assert back[0] == pytest.approx(-3 + 1 / FPS, abs=0.05)
+    # Frames are stamped when captured: a loaded machine delays or skips some, never jumps a second.
+    assert all(step < 0.5 for step in pts_steps if step >= 0), pts_steps
+    # The pictures know nothing of the camera's clock.
+    wall_steps = steps([f.wall_ms for f in frames])
+    assert min(wall_steps) > 0 and statistics.median(wall_steps) == pytest.approx(FRAME_MS, abs=5)
+
+    # ffmpeg's muxer never writes a DTS going back: it stacks the frames after
+    # the step one tick apart until their DTS catch up, so the MP4's pts do
+    # not show the step, but its pictures still tell the true time.
+    recorded = frame_times(mp4)
+    walls = [wall for _, wall in recorded if wall is not None]
+    assert len(walls) >= 0.95 * len(recorded)
+    assert min(steps(walls)) > 0
+
+
+@pytest.mark.usefixtures("_require_x264")
+def test_pause_keeps_the_connection_and_resumes_with_a_gap(start_sim):
+    sim = start_sim((), timecoded=("tc",))
+    answers, log = [], []
+    frames = watch(
+        sim.url("tc"),
+        9,
+        at=[
+            (1.5, lambda: answers.append(sim.pause("tc", 4))),
+            (7, lambda: answers.append(sim.pause("tc", 1, reset=True))),
+        ],
+        timeout=3,
+        log=log,
+    )
+    assert answers == ["ok pause tc 4.000", "ok pause tc 1.000 reset"]
+    # RTCP goes on during a pause: ffmpeg's 3 s socket timeout never fires.
+    assert not [line for line in log if "timed out" in line], log
+
+    wall_steps = steps([f.wall_ms for f in frames])
+    pts_steps = steps([f.pts for f in frames])
+    gaps = [i for i, step in enumerate(wall_steps) if step > 500]
+    assert len(gaps) == 2, wall_steps
+    first, second = gaps
+    assert wall_steps[first] == pytest.approx(4000, abs=200)
+    # Without reset the timestamps show the gap as it was.
+    assert pts_steps[first] * 1000 == pytest.approx(wall_steps[first], abs=10)
+    assert wall_steps[second] == pytest.approx(1000, abs=200)
+    # With reset they restart where the mount's stream began, 0 for its first client.
+    assert frames[second + 1].pts == pytest.approx(0, abs=0.1)
+    assert frames[second].pts > 6
+    assert None not in [f.wall_ms for f in frames]
+
+
+@pytest.mark.usefixtures("_require_x264")
+def test_freeze_silences_the_connection_without_closing_it(start_sim):
+    sim = start_sim((), timecoded=("tc",))
+    answers, log = [], []
+    frames = watch(
+        sim.url("tc"), 6, at=[(1.5, lambda: answers.append(sim.freeze("tc", 3)))], timeout=2, log=log
+    )
+    assert answers == ["ok freeze tc 3.000"]
+    # Neither RTP nor RTCP for 3 s: ffmpeg's 2 s socket timeout fires (once;
+    # ffmpeg gives up on a second one in a row)...
+    assert [line for line in log if "timed out" in line], log
+    # ...yet the connection stays up and the frames come back on it.
+    wall_steps = steps([f.wall_ms for f in frames])
+    gap = max(range(len(wall_steps)), key=wall_steps.__getitem__)
+    assert wall_steps[gap] == pytest.approx(3000, abs=200)
+    assert frames[-1].received - frames[gap + 1].received > 1
+    assert None not in [f.wall_ms for f in frames]
+
+
+def test_fault_commands_are_checked(start_sim, request):
+    request.getfixturevalue("_require_x264")
+    sim = start_sim(("cam1",), timecoded=("tc",))
+    assert sim.mounts == ("cam1", "tc")
+    for call, answer in [
+        (lambda: sim.jump("cam1", 1), "err not a time-coded mount: cam1"),
+        (lambda: sim.freeze("nope", 1), "err unknown mount: nope"),
+        (lambda: sim.pause("tc", -1), "err bad seconds: -1"),
+        (lambda: sim.jump("tc", float("nan")), "err bad seconds: nan"),
+        (lambda: sim._command("pause tc 1 later"), "err unknown arguments: later"),
+        (lambda: sim._command("freeze tc 1 reset"), "err unknown arguments: reset"),
+        (lambda: sim.jump("tc", -100_000), "err cannot jump back beyond 86400 s"),
+    ]:
+        with pytest.raises(RtspSimulatorError, match=answer):
+            call()
+    # A time-coded mount drops and restores like any other.
+    assert sim.drop("tc") == "ok drop tc closed=0"
+    assert sim.restore("tc") == "ok restore tc"
+
+
+@pytest.mark.usefixtures("_require_x264")
+def test_timecoded_pipeline_stops_with_its_last_client(start_sim, start_client, tmp_path):
+    sim = start_sim((), timecoded=("tc",))
+    idle_threads = thread_count(sim.pid)
+    client = start_client(sim.url("tc"), tmp_path / "tc.ts", seconds=2)
+    assert client.wait(timeout=20) == 0, client.stderr()
+    # The camera thread and the pipeline's threads go with the media.
+    deadline = time.monotonic() + 5
+    while thread_count(sim.pid) > idle_threads and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cpu_before = cpu_seconds(sim.pid)
+    time.sleep(1)
+    assert cpu_seconds(sim.pid) - cpu_before < 0.05
+    assert thread_count(sim.pid) <= idle_threads
