@@ -62,6 +62,16 @@ def body_kw(body: Any) -> dict[str, Any]:
     return {} if body is None else {"json": body}
 
 
+async def refused_without_change(api, method: str, path: str, token: str, body: Any, status: int,
+                                 fragment: str) -> None:
+    """A retention or hold request refused with ``status`` naming ``fragment``; no hold or rule changed."""
+    index = api.srv.backend.index
+    before = index.query("SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
+    await problem_of(await api.request(method, path, token, **body_kw(body)), status, fragment)
+    after = index.query("SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
+    assert after == before  # nothing changed
+
+
 def parts_services(parts: StorageParts, *, keyring: Keyring | None = None, **changes: Any) -> Services:
     """The API's services over ``parts``: real, and not started (no recorder, no sweep, no export job).
 
