@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nvr.base.errors import InvalidInput
+from nvr.base.errors import FieldError
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.times import ms_to_rfc3339, parse_time_ms
 from retention.policy import Hold, held_by
@@ -33,12 +33,8 @@ from retention.policy import Hold, held_by
 HOLD_KEYS = ("case_id", "cameras", "start", "end", "reason", "expires")
 
 
-class HoldInputError(InvalidInput, ValueError):
+class HoldInputError(FieldError, ValueError):
     """A hold request is invalid; ``field`` names the offending key."""
-
-    def __init__(self, field: str, message: str):
-        self.message = message
-        super().__init__(f"{field}: {message}", field=field)
 
 
 @dataclass(frozen=True)

@@ -221,20 +221,12 @@ class ObjectStore:
         hold = (_header(st.metadata, "x-amz-object-lock-legal-hold") or "").upper() == "ON"
         return StoredObject(key=key, size=st.size or 0, version_id=st.version_id, record=record, legal_hold=hold)
 
-    def list_keys(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
-        """Keys under ``prefix`` (one level: deeper keys show as ``<prefix><name>/``), ascending, after
-        ``start_after``, at most ``limit``."""
+    def list_keys(self, prefix: str, *, recursive: bool = False, start_after: str | None = None,
+                  limit: int | None = None) -> list[str]:
+        """Keys under ``prefix``, ascending, after ``start_after``, at most ``limit``; without ``recursive``
+        one level only (deeper keys show as ``<prefix><name>/``)."""
         out: list[str] = []
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=False, start_after=start_after):
-            out.append(obj.object_name or "")
-            if limit is not None and len(out) >= limit:
-                break
-        return out
-
-    def list_deep(self, prefix: str, *, start_after: str | None = None, limit: int | None = None) -> list[str]:
-        """Keys of objects below ``prefix`` at any depth, ascending, after ``start_after``, at most ``limit``."""
-        out: list[str] = []
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, start_after=start_after):
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=recursive, start_after=start_after):
             out.append(obj.object_name or "")
             if limit is not None and len(out) >= limit:
                 break

@@ -23,8 +23,6 @@ unpaired surrogate in any string or key, each a 400 naming where it is.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,6 +31,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from nvr.api.problem import Problem
+from nvr.base import strictjson
 from nvr.base.errors import InvalidInput, NotFound
 from nvr.base.ids import CAMERA_ID, CAMERA_ID_HINT, SEGMENT_ID, is_camera_id, parse_segment_id
 from nvr.base.times import parse_time_ms
@@ -298,26 +297,6 @@ def parse_query(route: Route, query: Mapping[str, str]) -> dict[str, Any]:
 BODY_SECONDS = 10.0  # how long a client may take to send its body once the headers are in
 
 
-def _no_constant(name: str) -> Any:
-    raise InvalidInput(f"body: {name} is not JSON (RFC 8259 has no NaN or Infinity)")
-
-
-def _finite(raw: str) -> float:
-    value = float(raw)
-    if not math.isfinite(value):
-        raise InvalidInput(f"body: the number {raw[:40]} is too large for a JSON number")
-    return value
-
-
-def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise InvalidInput(f"body: key {key!r} given more than once", field=key)
-        obj[key] = value
-    return obj
-
-
 def _check_strings(data: Any) -> None:
     """Refuse a NUL or an unpaired surrogate in any string or key, naming where (``a.b[2]``)."""
     stack: list[tuple[str, Any]] = [("", data)]  # a loop, not recursion: the parser allows deep nesting
@@ -347,10 +326,10 @@ def parse_json(raw: bytes) -> Any:
     """``raw`` as strict JSON (RFC 8259): no NaN, Infinity or numbers beyond a double, no repeated keys,
     no NUL or unpaired surrogate in a string (InvalidInput naming what is wrong)."""
     try:
-        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_no_repeats)
+        data = strictjson.loads(raw)
+    except strictjson.JsonRefused as e:
+        raise InvalidInput(f"body: {e}", **({"field": e.key} if e.key else {})) from None
     except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, InvalidInput):
-            raise
         raise InvalidInput(f"body is not valid JSON: {e}") from None
     except RecursionError:
         raise InvalidInput("body is not valid JSON: nested too deeply") from None

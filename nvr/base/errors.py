@@ -49,6 +49,14 @@ class InvalidInput(NvrError):
         self.field = field
 
 
+class FieldError(InvalidInput):
+    """Input whose ``field`` breaks a rule, told as ``"<field>: <message>"``; ``message`` alone for re-wording."""
+
+    def __init__(self, field: str, message: str):
+        self.message = message
+        super().__init__(f"{field}: {message}", field=field)
+
+
 class NotFound(NvrError):
     """The thing asked for does not exist, or the caller may not see it (the same answer either way)."""
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from nvr.base.errors import InvalidInput
+from nvr.base.errors import FieldError
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.units import format_duration, format_size_exact, parse_duration, parse_size
 
@@ -45,12 +45,8 @@ DEFAULT_MIN_AGE = 86400.0  # seconds: min_age when nothing sets it; also the con
 MIN_AGE_FLOOR = 60.0  # seconds: below a minute, "never delete young footage" means nothing
 
 
-class RetentionRuleError(InvalidInput, ValueError):
+class RetentionRuleError(FieldError, ValueError):
     """Retention rules are invalid; ``field`` names the offending one, e.g. ``cameras.gate.max_bytes``."""
-
-    def __init__(self, field: str, message: str):
-        self.message = message
-        super().__init__(f"{field}: {message}", field=field)
 
 
 # ---------------------------------------------------------------------------- rules

@@ -84,7 +84,7 @@ def check_camera(store: ObjectStore, index: Index, spool: Spool, camera: str,
     waiting = {object_key_of(oldest)} if oldest is not None else set()
     unknown = None
     last = index.last_object_key(camera)
-    for key in store.list_deep(f"{camera}/", start_after=last, limit=len(waiting) + 1):
+    for key in store.list_keys(f"{camera}/", recursive=True, start_after=last, limit=len(waiting) + 1):
         if key not in waiting:
             unknown = key
             break

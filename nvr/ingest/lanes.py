@@ -207,8 +207,7 @@ class IngestService:
             self._last_upload[camera] = time.monotonic()
             if self.problem is not None:
                 await self._restored()
-            if self.lane_errors.pop(camera, None) is not None:
-                self.on_change()
+            self.lane_errors.pop(camera, None)
             delay = 0.5
             self.on_change()
 
@@ -218,7 +217,7 @@ class IngestService:
         Returns at once while S3 takes no uploads: nothing could drain, and shutdown must not wait on it.
         """
         if self.problem is not None:
-            return not any(not ev.is_set() for ev in self._idle.values())
+            return all(ev.is_set() for ev in self._idle.values())
         for camera in list(self._wake):
             self.notify(camera)
         waits = [asyncio.create_task(ev.wait()) for ev in self._idle.values()]

@@ -14,6 +14,7 @@ from nvr.api.app import ROUTES
 from nvr.api.guard import AUTH_GUARD, AuthLimits
 from nvr.base.times import ms_to_rfc3339
 from tests.api.conftest import A, B
+from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
@@ -107,11 +108,8 @@ async def test_failed_authentication_is_limited_per_address_and_audited_once_per
         await asyncio.sleep(wait)
         assert (await as_flooder(api.tokens["viewer"])).status == 200  # earned back: it may try again
     # One audit entry and one log line for the window, with the count, however long the flood.
-    for _ in range(100):
-        entries = index.audit_entries(action="auth.failed", target=flooder)
-        if entries:
-            break
-        await asyncio.sleep(0.1)
+    entries = await until(lambda: index.audit_entries(action="auth.failed", target=flooder), timeout=10,
+                          what="the window's auth.failed entry")
     [entry] = entries
     assert entry.detail["count"] == 201 and entry.detail["refused"] == 201 - checked
     assert entry.detail["failures"] == {"unknown": checked} and entry.actor == "system"

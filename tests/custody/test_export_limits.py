@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -11,8 +10,10 @@ import pytest
 from nvr.base.errors import ConfigError, Kind
 from nvr.config.settings import ExportsConfig, parse_config
 from nvr.custody.exports import ExportLimited, ExportService, expiry_interval
+from nvr.custody.exports import table as export_table
 from storage.audit import AuditLog
 from tests.custody.conftest import T0
+from tests.support.wait import until
 
 OFFICER = ("token:officer", "evidence")
 OTHER = ("token:desk", "evidence")
@@ -139,8 +140,5 @@ async def test_bundles_older_than_keep_expire_audited_at_start_and_periodically(
     # Periodically, by the service's own task (keep 1 s: a pass every second).
     async with service(custody, replace(limits, keep=1.0)) as svc:
         job = await export(svc)
-        for _ in range(50):
-            if (await svc.get(job.id)).bundle is None:
-                break
-            await asyncio.sleep(0.1)
+        await until(lambda: export_table.get(svc.index, job.id).bundle is None, timeout=5, what="the periodic expiry")
         assert (await svc.get(job.id)).expired_ms is not None

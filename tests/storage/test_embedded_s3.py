@@ -27,6 +27,7 @@ from storage.embedded_s3.command import weed_shell_command
 from storage.embedded_s3.pki import PARTIES, ensure_pki
 from storage.embedded_s3.security import JWT_SECTIONS, security_toml
 from storage.errors import EmbeddedS3Error
+from tests.support.wait import until
 
 
 def _weed_available() -> bool:
@@ -278,10 +279,9 @@ async def test_watch_restarts_a_killed_weed_on_the_same_endpoint(tmp_path: Path,
     try:
         old = s3.pid
         os.killpg(old, signal.SIGKILL)
-        async with asyncio.timeout(60):
-            # Polling: the restart happens inside the watch task, which exposes no event for it.
-            while not (s3.running and s3.pid != old and s3.endpoint is not None):  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
+        # Polled: the restart happens inside the watch task, which exposes no event for it.
+        await until(lambda: s3.running and s3.pid != old and s3.endpoint is not None, timeout=60,
+                    what="weed restarted by its watch")
         assert s3.endpoint == ep
         assert await asyncio.to_thread(_get, ep, "evidence", "k") == b"acknowledged"
         assert events and events[0][0] == "task.ended" and "exited" in events[0][2]["error"]

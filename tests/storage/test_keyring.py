@@ -14,13 +14,6 @@ from storage.keyring import Keyring
 
 CTX = SegmentContext(camera="cam1", object_key="cam1/2026/11/29/13/x.seg", start="2026-11-29T13:00:00.000Z",
                      end="2026-11-29T13:00:10.000Z")
-KEK = bytes(range(32))
-
-
-def kek_for(key_id):
-    if key_id != "k1":
-        raise KeyringError(f"no {key_id}")
-    return KEK
 
 
 def test_keyring_creates_private_keys_and_rotates(tmp_path):

@@ -14,10 +14,10 @@ signatures cover the rest).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from nvr.base import strictjson
 from nvr.custody.bundle.layout import BUNDLE_FORMAT
 from storage.ledger import canonical_json
 
@@ -141,19 +141,6 @@ def problem(value: Any, spec: Any, path: str = "") -> str | None:
     return None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ManifestError(f"the key {key!r} appears twice in one object")
-        seen.add(key)
-    return dict(pairs)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ManifestError(f"{name} is not a JSON number")
-
-
 def _depth(value: Any) -> int:
     deepest, stack = 0, [(value, 1)]
     while stack:
@@ -171,14 +158,13 @@ def _depth(value: Any) -> int:
 def parse_manifest(data: bytes) -> dict[str, Any]:
     """manifest.json's bytes as a manifest that has every field of :data:`MANIFEST_SCHEMA`; else :class:`ManifestError`."""
     try:
-        manifest = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                              parse_constant=_refuse_constant)
+        manifest = strictjson.loads(data.decode("utf-8"))
+    except strictjson.JsonRefused as e:
+        raise ManifestError(str(e)) from None
     except RecursionError:
         raise ManifestError(f"nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError as e:
         raise ManifestError(f"not UTF-8: {e}") from None
-    except ManifestError:
-        raise
     except ValueError as e:  # json.JSONDecodeError, and an integer of more digits than Python converts
         raise ManifestError(f"not JSON: {e}") from None
     if _depth(manifest) > MAX_DEPTH:
