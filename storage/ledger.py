@@ -58,8 +58,21 @@ def segment_record(
     object_sha256: str,
     key_id: str,
     node: str,
+    clock: str = "camera",
+    correction_ms: int = 0,
+    audio_transcoded: bool = False,
 ) -> dict[str, Any]:
-    """The ledger record of one stored segment, linked to ``head``."""
+    """The ledger record of one stored segment, linked to ``head``.
+
+    ``clock`` says whose clock placed it (docs/timing.md); ``placement_correction_ms`` (only when the run
+    was re-anchored at this segment) by how much; ``audio`` (only when re-encoded) that the camera's
+    audio is in AAC, not as the camera sent it.
+    """
+    extra: dict[str, Any] = {"clock": clock}
+    if correction_ms:
+        extra["placement_correction_ms"] = correction_ms
+    if audio_transcoded:
+        extra["audio"] = "transcoded to aac"
     return {
         "v": RECORD_VERSION,
         "type": "segment",
@@ -76,6 +89,7 @@ def segment_record(
         "object_sha256": object_sha256,
         "key_id": key_id,
         "node": node,
+        **extra,
     }
 
 

@@ -40,6 +40,11 @@ class ClosedSegment:
     end_ms: int
     partial: bool
     closed_ms: int
+    # How it was placed (docs/timing.md): whose clock timed the frames, and by how much the run was
+    # re-anchored at this segment (0: not). Tickets of older releases lack them: the defaults.
+    clock: str = "camera"
+    correction_ms: int = 0
+    audio_transcoded: bool = False  # the camera's audio was re-encoded to AAC (mp4 can't carry G.711)
 
     @property
     def stem(self) -> str:
@@ -169,12 +174,16 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def closed_now(camera: str, file: str, start_ms: int, end_ms: int, *, partial: bool = False) -> ClosedSegment:
+def closed_now(
+    camera: str, file: str, start_ms: int, end_ms: int, *, partial: bool = False, clock: str = "camera",
+    correction_ms: int = 0, audio_transcoded: bool = False,
+) -> ClosedSegment:
     """A ClosedSegment for a spool file name, closed at the current time."""
     m = SEGMENT_RE.match(file)
     if not m:
         raise ValueError(f"{file!r} is not a spool segment name (rNNNNNNNNNNNNN-NNNNNN.mp4)")
     return ClosedSegment(
         camera=camera, file=file, run=m["run"], n=int(m["n"]), start_ms=start_ms, end_ms=end_ms,
-        partial=partial, closed_ms=now_ms(),
+        partial=partial, closed_ms=now_ms(), clock=clock, correction_ms=correction_ms,
+        audio_transcoded=audio_transcoded,
     )

@@ -50,7 +50,7 @@ Cameras = frozenset[str] | None  # None: every camera; empty: none
 _BY_CAMERA = frozenset({
     "camera.create", "camera.update", "camera.delete", "clip", "clip.failed", "recording.loss",
     "recording.error", "recording.gap", "segment.partial", "ingest.error", "ledger.checkpoint_refused",
-    "ledger.rollback", "retention.rules.camera",
+    "ledger.rollback", "retention.rules.camera", "recording.audio_transcoded", "recording.placement_corrected",
 })
 _BY_SEGMENT = frozenset({"segment.content", "segment.verify_failed", "segment.fetch"})
 

@@ -87,6 +87,16 @@ def render_metrics(src: MetricsSources) -> str:
     metric("nvr_cameras", "gauge", "Cameras by recorder state",
            [({"state": s}, float(states.get(s, 0))) for s in
             ("starting", "recording", "backoff", "stopping", "stopped", "disabled")])
+    # Per camera: one sample per health state (1 for the camera's), so an alert can name the camera.
+    statuses = src.recorders.statuses()
+    per_camera = []
+    for cid, st in sorted(statuses.items()):
+        per_camera += [({"camera": cid, "state": h}, 1.0 if h == st.health else 0.0) for h in _HEALTH_STATES]
+    metric("nvr_camera_health", "gauge", "1 for each camera's health: recording, never_recorded, down, flapping",
+           per_camera)
+    metric("nvr_placement_corrections_total", "counter",
+           "Segments whose run was re-anchored on the wall clock, per camera, since start",
+           [({"camera": cid}, float(st.placement_corrections)) for cid, st in sorted(statuses.items())])
     http = src.http
     metric("nvr_http_requests_total", "counter", "HTTP requests by method, route and status",
            [({"method": m, "route": r, "status": str(s)}, float(n)) for (m, r, s), n in sorted(http.requests.items())])
@@ -94,6 +104,9 @@ def render_metrics(src: MetricsSources) -> str:
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
     src.retention.write_metrics(exp)
     return exp.text()
+
+
+_HEALTH_STATES = ("recording", "never_recorded", "down", "flapping")  # CameraStatus.health
 
 
 _CAMERA_LABEL = re.compile(r'[{,]camera="((?:[^"\\]|\\.)*)"')

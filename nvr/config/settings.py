@@ -7,7 +7,7 @@ malformed URLs are refused before anything starts.
 
 from __future__ import annotations
 
-import math
+import logging
 import os
 import re
 import tomllib
@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from nvr.base.errors import ConfigError
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.redact import redact_url
-from nvr.base.units import parse_duration, parse_size
 from nvr.config.retention import (
     DEFAULT_MIN_AGE,
     MIN_AGE_FLOOR,
@@ -28,7 +27,9 @@ from nvr.config.retention import (
     parse_rules,
 )
 from nvr.config.sources import NETWORK_SCHEMES, SourceError, check_lavfi
+from nvr.config.tables import Section
 
+log = logging.getLogger("nvr.config")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
 LOCAL_SCHEMES = {"lavfi"}
@@ -74,7 +75,7 @@ class RecordingConfig:
     min_free_bytes: int = 2 * 2**30
     stall_timeout: float = 0.0  # 0: derived from segment length
     connect_timeout: float = 10.0
-    max_drift: float = 10.0
+    placement_bound: float = 0.5  # seconds a segment's placement may disagree with the wall clock
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     healthy_after: float = 60.0
@@ -121,6 +122,13 @@ class CameraConfig:
         if self.timestamps == "auto":
             return self.url.split(":", 1)[0].lower() in ("http", "https")
         return self.timestamps == "arrival"
+
+    @property
+    def clock(self) -> str:
+        """Which clock times the frames, as the ledger records it: 'camera', 'arrival' or 'encoder' (lavfi)."""
+        if self.url.split(":", 1)[0].lower() == "lavfi":
+            return "encoder"  # nvr encodes the synthetic demo source itself
+        return "arrival" if self.arrival_time else "camera"
 
     @property
     def display_url(self) -> str:
@@ -193,84 +201,6 @@ class Config:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Section:
-    """Typed, strict reads from one TOML table; reports leftovers as unknown keys."""
-
-    def __init__(self, table: Any, path: str, source: str | None):
-        if not isinstance(table, dict):
-            raise ConfigError(path, f"must be a table, got {_tname(table)}", source=source)
-        self.table = dict(table)
-        self.path = path
-        self.source = source
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(self.key(name), message, source=self.source)
-
-    def take(self, name: str, types: type | tuple[type, ...], default: Any) -> Any:
-        if name not in self.table:
-            return default
-        value = self.table.pop(name)
-        types_t = types if isinstance(types, tuple) else (types,)
-        # TOML booleans are ints in Python; never let true pass as a number.
-        if isinstance(value, bool) and bool not in types_t:
-            raise self.error(name, f"must be {_names(types_t)}, got a boolean")
-        if not isinstance(value, types_t):
-            raise self.error(name, f"must be {_names(types_t)}, got {_tname(value)}")
-        # TOML has nan and inf; as a limit or a timeout either silently disables it.
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self.error(name, f"must be a finite number, got {value}")
-        return value
-
-    def duration(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        raw = self.take(name, (int, float, str), None)
-        if raw is None:
-            return default
-        try:
-            seconds = parse_duration(raw)
-        except ValueError as e:
-            raise self.error(name, str(e)) from None
-        if seconds < minimum or (minimum > 0 and seconds == 0):
-            raise self.error(name, f"must be at least {minimum:g} s, got {seconds:g} s")
-        return seconds
-
-    def size(self, name: str, default: int) -> int:
-        raw = self.take(name, (int, str), None)
-        if raw is None:
-            return default
-        try:
-            return parse_size(raw)
-        except ValueError as e:
-            raise self.error(name, str(e)) from None
-
-    def path_(self, name: str, default: Path | None, base: Path) -> Path | None:
-        raw = self.take(name, str, None)
-        if raw is None or raw == "":
-            return default
-        p = Path(raw).expanduser()
-        return p if p.is_absolute() else base / p
-
-    def finish(self) -> None:
-        if self.table:
-            name = sorted(self.table)[0]
-            raise self.error(name, "unknown key (check the spelling against config.example.toml)")
-
-
-def _tname(value: Any) -> str:
-    return {
-        bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-        list: "an array", dict: "a table",
-    }.get(type(value), type(value).__name__)
-
-
-def _names(types: tuple[type, ...]) -> str:
-    words = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a table",
-             list: "an array of tables"}
-    return " or ".join(words.get(t, t.__name__) for t in types)
-
-
 def parse_listen(value: str, key: str = "server.listen", source: str | None = None) -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[::1]:8080``) into a host and a port."""
     m = re.match(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$", value)
@@ -312,7 +242,7 @@ def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
 
 def camera_from_table(table: Any, path: str, source: str | None = None) -> CameraConfig:
     """Validate one camera table (``path`` prefixes the key in errors: ``cameras[0]`` in a file, ``""`` in the API)."""
-    s = _Section(table, path, source)
+    s = Section(table, path, source)
     cam_id = s.take("id", str, None)
     if cam_id is None:
         raise s.error("id", "is required")
@@ -348,7 +278,7 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
 def parse_retention(table: Any, source: str | None) -> RetentionConfig:
     """``[retention]``: the floor, the sweep, the storage-full trigger and the initial rules (checked as a whole)."""
 
-    rt = _Section(table, "retention", source)
+    rt = Section(table, "retention", source)
     min_age = rt.duration("min_age", DEFAULT_MIN_AGE, minimum=MIN_AGE_FLOOR)
     sweep_interval = rt.duration("sweep_interval", 600.0, minimum=10.0)
     min_free = rt.size("min_free", -1)
@@ -382,9 +312,9 @@ def parse_retention(table: Any, source: str | None) -> RetentionConfig:
 def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path | None = None) -> Config:
     """Build a :class:`Config` from parsed TOML; relative paths resolve against ``base``."""
     base = base or Path.cwd()
-    top = _Section(data, "", source)
+    top = Section(data, "", source)
 
-    srv = _Section(top.take("server", dict, {}), "server", source)
+    srv = Section(top.take("server", dict, {}), "server", source)
     host, port = parse_listen(srv.take("listen", str, "127.0.0.1:8080"), "server.listen", source)
     server = ServerConfig(
         listen_host=host,
@@ -395,7 +325,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     )
     srv.finish()
 
-    st = _Section(top.take("storage", dict, {}), "storage", source)
+    st = Section(top.take("storage", dict, {}), "storage", source)
     endpoint = st.take("endpoint", str, "")
     if endpoint and ("://" in endpoint or "/" in endpoint):
         raise st.error("endpoint", f"{endpoint!r} must be HOST:PORT without scheme or path (use storage.secure for TLS)")
@@ -421,10 +351,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     )
     st.finish()
 
-    rc = _Section(top.take("recording", dict, {}), "recording", source)
-    seg = rc.duration("segment_seconds", 10.0, minimum=1.0)
-    if seg > 600:
-        raise rc.error("segment_seconds", f"must be at most 600 s, got {seg:g}")
+    rc = Section(top.take("recording", dict, {}), "recording", source)
+    seg = rc.duration("segment_seconds", 10.0, minimum=1.0, maximum=600)
     recording = RecordingConfig(
         segment_seconds=seg,
         ffmpeg=rc.take("ffmpeg", str, ""),
@@ -433,17 +361,21 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         min_free_bytes=rc.size("min_free", 2 * 2**30),
         stall_timeout=rc.duration("stall_timeout", 0.0),
         connect_timeout=rc.duration("connect_timeout", 10.0, minimum=1.0),
-        max_drift=rc.duration("max_drift", 10.0, minimum=0.5),
+        placement_bound=rc.duration("placement_bound", 0.5, minimum=0.1, maximum=10),
         backoff_initial=rc.duration("backoff_initial", 1.0, minimum=0.1),
         backoff_max=rc.duration("backoff_max", 60.0, minimum=0.1),
         healthy_after=rc.duration("healthy_after", 60.0, minimum=1.0),
         stop_grace=rc.duration("stop_grace", 8.0, minimum=0.5),
     )
+    if rc.take("max_drift", (str, int, float), None) is not None:
+        # Accepted so that an upgraded node keeps recording; placement is now checked at every segment.
+        log.warning("%s: recording.max_drift is no longer used (each segment is checked against "
+                    "recording.placement_bound); remove it", source)
     if recording.backoff_max < recording.backoff_initial:
         raise rc.error("backoff_max", "must not be smaller than recording.backoff_initial")
     rc.finish()
 
-    ks = _Section(top.take("keys", dict, {}), "keys", source)
+    ks = Section(top.take("keys", dict, {}), "keys", source)
     keys = KeysConfig(
         dir=ks.path_("dir", None, base),
         checkpoint_interval=ks.duration("checkpoint_interval", 300.0, minimum=1.0),
@@ -452,7 +384,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
 
     retention = parse_retention(top.take("retention", dict, {}), source)
 
-    ex = _Section(top.take("exports", dict, {}), "exports", source)
+    ex = Section(top.take("exports", dict, {}), "exports", source)
     max_per_token = ex.take("max_per_token", int, 10)
     if max_per_token < 0:
         raise ex.error("max_per_token", f"must not be negative, got {max_per_token}")

@@ -158,7 +158,8 @@ class Ingestor:
             record = segment_record(
                 head=head, start=start, end=end, partial=seg.partial, size=sealed.size, sha256=sealed.sha256,
                 object_key=key, object_size=len(sealed.blob), object_sha256=sealed.object_sha256,
-                key_id=key_id, node=self.node_id,
+                key_id=key_id, node=self.node_id, clock=seg.clock, correction_ms=seg.correction_ms,
+                audio_transcoded=seg.audio_transcoded,
             )
             retain = ms_to_datetime(now_ms()) + timedelta(seconds=self.lock_seconds) if self.lock_seconds else None
             version_id = self.store.guarded(
@@ -185,6 +186,10 @@ class Ingestor:
             self.stats.gaps += 1
             await self.on_event("recording.gap", seg.camera, {
                 "from": ms_to_rfc3339(prev_end), "to": start, "seconds": (row.start_ms - prev_end) / 1000,
+            })
+        if seg.correction_ms:
+            await self.on_event("recording.placement_corrected", seg.camera, {
+                "segment": row.id, "start": start, "end": end, "correction_seconds": seg.correction_ms / 1000,
             })
         if seg.partial:
             await self.on_event("segment.partial", seg.camera, {"segment": row.id, "start": start, "end": end})

@@ -16,6 +16,20 @@ from nvr.config.sources import check_lavfi, protocol_whitelist, scheme_of
 SPOOL_FORMAT_OPTIONS = f"{FMP4_FLAGS}:flush_packets=1"
 
 
+# A camera's timestamps are made continuous before the muxer: each frame's decode time is the previous
+# frame's plus the camera's own step when that step is in (0, MAX_FRAME_STEP], else plus one nominal frame.
+# A camera clock that steps back or ahead (firmware, NTP) then moves nothing: without this ffmpeg's muxer
+# stacked a step back's frames one tick apart ("Non-monotonic DTS") and a 15 s step froze the stream time
+# for 15 s. 2 s is above the frame interval of the slowest cameras (1 fps, "smart" variable-rate codecs);
+# a longer real pause is caught by the placement check at the segment's end (see docs/timing.md).
+MAX_FRAME_STEP = 2.0
+NOMINAL_FRAME = 0.04
+_STEP = "(DTS-PREV_INDTS)"
+_NEXT_DTS = (f"if(eq(PREV_INDTS,NOPTS),DTS,PREV_OUTDTS+if(gt({_STEP},0)*lte({_STEP},{MAX_FRAME_STEP:g}/TB),"
+             f"{_STEP},if(gt(DURATION,0),DURATION,{NOMINAL_FRAME:g}/TB)))")
+CONTINUOUS_TIMESTAMPS = f"setts=dts='{_NEXT_DTS}':pts='{_NEXT_DTS}+PTS-DTS'"
+
+
 # Streaming protocols whose URL ffmpeg can open through a concat list: no playlist, so the list's own
 # "file" protocol (needed to read it) can't be reached by anything the camera serves.
 _LISTED_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt")
@@ -91,6 +105,10 @@ def record_command(
             src = ffmpeg_python.input(camera.url, **in_opts)
         # Video is always copied. Audio too, unless mp4 can't carry it (G.711 and kin): then AAC, cheap at 8 kHz.
         codec = {"c:v": "copy", **({"c:a": "aac", "b:a": "32k"} if audio_to_aac else {"c:a": "copy"})}
+        if camera.clock == "camera":  # arrival times are wall-clock already: nothing to make continuous
+            codec["bsf:v"] = CONTINUOUS_TIMESTAMPS
+            if camera.audio:
+                codec["bsf:a"] = CONTINUOUS_TIMESTAMPS
     streams = [src["v"], src["a?"]] if camera.audio else [src["v"]]
     out = ffmpeg_python.output(
         *streams,

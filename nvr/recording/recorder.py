@@ -2,7 +2,7 @@
 
 A run is one ffmpeg process. The supervisor restarts it with capped, jittered
 back-off when it exits, kills and restarts it when no segment closed within the
-stall deadline or when its clock drifts, and on stop asks it to finish the
+stall deadline or when the camera froze, and on stop asks it to finish the
 current segment (``q``, then SIGINT, then SIGKILL). Files a run leaves without
 a segment-list line become partial segments (see ``nvr.recovery``).
 """
@@ -10,6 +10,7 @@ a segment-list line become partial segments (see ``nvr.recovery``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import csv
 import ctypes
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nvr.base.events import EventSink, no_event
+from nvr.base.ffmpeg import probe_duration
 from nvr.base.redact import redact_text, url_secrets
 from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.config.settings import CameraConfig, Config
@@ -45,6 +47,13 @@ _AUDIO_UNSUPPORTED_RE = re.compile(r"(?i)(could not find tag for codec (pcm_alaw
 # A camera that keeps its socket open but sends no frame for this long is frozen: ffmpeg is restarted and
 # health says so. Longer than the longest GOP cameras use (4 s) plus a consumer link's hiccup.
 FRAME_TIMEOUT = 10.0
+# A camera that lost its stream this often within the window, each time after recording, is flapping: it
+# records now, but footage was lost again and again, so health says so until the window passes.
+# How long a segment-list line whose time disagrees with the wall clock waits for ffmpeg to exit: a run's
+# last line comes as ffmpeg gives up (the stream ended), and ffmpeg exits right after writing it.
+LAST_LINE_WAIT = 1.0
+FLAP_COUNT = 3
+FLAP_WINDOW_MS = 10 * 60 * 1000
 
 _PR_SET_PDEATHSIG = 1
 
@@ -82,9 +91,12 @@ class CameraStatus:
     last_exit_code: int | None = None
     last_error: str | None = None
     next_retry_in: float | None = None
+    recent_outages: int = 0  # times it stopped delivering after recording, in the last FLAP_WINDOW_MS
+    placement_corrections: int = 0  # segments whose run was re-anchored on the wall clock (docs/timing.md)
 
     down_since: str | None = None  # when the camera last stopped delivering segments, while it does not
     problem: str | None = None  # why this camera is not recording, in words (None while it records)
+    health: str = "recording"  # recording | never_recorded | down | flapping (what ``problem`` says)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +147,8 @@ class CameraRecorder:
         self._audio_unsupported = False  # the current run's ffmpeg said mp4 can't carry the audio
         self._transcode_audio = False  # learned once per recorder: audio goes to AAC
         self._last_segment_ms: int | None = None  # wall time of the last closed segment
+        self._last_outage_cause: str | None = None
+        self._outages: collections.deque[int] = collections.deque(maxlen=FLAP_COUNT * 4)  # when each began
 
     # ------------------------------------------------------------------ control
 
@@ -155,22 +169,31 @@ class CameraRecorder:
         """Why this camera is not recording, or None while it is (or is being stopped on purpose).
 
         A camera is expected to close a segment within its stall deadline of starting and of the
-        last segment; past that it is down, whatever the state of the current ffmpeg run.
+        last segment; past that it is down, whatever the state of the current ffmpeg run. One that
+        records but lost its stream FLAP_COUNT times within FLAP_WINDOW_MS is flapping.
+        Sets ``status.health`` to the state the answer names.
         """
+        state, problem = self._health(now_ms() if now is None else now)
+        self.status.health = state
+        return problem
+
+    def _health(self, now: int) -> tuple[str, str | None]:
         if self._stop.is_set():
-            return None
-        now = now_ms() if now is None else now
+            return "recording", None
         deadline_ms = int(self.cfg.stall_timeout(self.camera) * 1000)
         cause = self.status.last_error or "no segment closed yet"
         if self._last_segment_ms is None:
             if now - self._created_ms <= deadline_ms:
-                return None
-            problem = f"never recorded since {ms_to_rfc3339(self._created_ms)}: {cause}"
-        elif now - self._last_segment_ms > deadline_ms or self.status.state == "backoff":
-            problem = f"down since {self.status.down_since or ms_to_rfc3339(self._last_segment_ms)}: {cause}"
-        else:
-            return None
-        return problem
+                return "recording", None
+            return "never_recorded", f"never recorded since {ms_to_rfc3339(self._created_ms)}: {cause}"
+        if now - self._last_segment_ms > deadline_ms or self.status.state == "backoff":
+            return "down", f"down since {self.status.down_since or ms_to_rfc3339(self._last_segment_ms)}: {cause}"
+        recent = [t for t in self._outages if now - t <= FLAP_WINDOW_MS]
+        self.status.recent_outages = len(recent)
+        if len(recent) < FLAP_COUNT:
+            return "recording", None
+        return "flapping", (f"flapping: stopped {len(recent)} times in the last {FLAP_WINDOW_MS // 60000} min, "
+                            f"last at {ms_to_rfc3339(recent[-1])}: {self._last_outage_cause or 'stream ended'}")
 
     # ------------------------------------------------------------------ supervision
 
@@ -191,7 +214,7 @@ class CameraRecorder:
                         await self.on_event("recording.error", cam, {"error": msg[:500]})
                 if self._stop.is_set():
                     break
-                planned = self._restart_reason in ("drift", "audio")  # a new run at once, not an outage
+                planned = self._restart_reason == "audio"  # a new run at once, not an outage
                 delivered = self.status.segments > segments_before  # a good segment: the camera was back
                 delay = 0.0 if planned else self.backoff.next_delay(time.monotonic() - started, delivered=delivered)
                 self._restart_reason = None
@@ -199,6 +222,10 @@ class CameraRecorder:
                 self.status.state = "backoff"
                 if self.status.down_since is None and not planned:
                     self.status.down_since = ms_to_rfc3339(now_ms())
+                if delivered and not planned:  # it recorded, then lost the stream: one outage
+                    self._outages.append(now_ms())
+                    self._last_outage_cause = self.status.last_error
+                    log.info("camera %s: stream lost after recording (%s)", cam, self.status.last_error)
                 self.status.next_retry_in = round(delay, 2)
                 self.on_change()
                 log.info("camera %s: restarting ffmpeg in %.1f s (restart %d)", cam, delay, self.status.restarts)
@@ -215,7 +242,8 @@ class CameraRecorder:
         spawned = now_ms()
         run = run_id(spawned)
         clock = RunClock(
-            spawned_ms=spawned, floor_ms=await self.floor(cam), max_drift_ms=int(self.cfg.recording.max_drift * 1000)
+            spawned_ms=spawned, floor_ms=await self.floor(cam),
+            bound_ms=round(self.cfg.recording.placement_bound * 1000),
         )
         pattern = self.spool.camera_dir(cam) / f"{run}-%06d.mp4"
         timeout = self.cfg.recording.connect_timeout
@@ -341,6 +369,7 @@ class CameraRecorder:
     async def _read_segment_list(self, proc: asyncio.subprocess.Process, clock: RunClock, run: str) -> None:
         cam = self.camera.id
         assert proc.stdout is not None
+        held: list[tuple[str, float, float, int]] = []  # the run's first segments, until it is anchored
         while line := await proc.stdout.readline():
             wall = now_ms()
             text = line.decode("utf-8", "replace").strip()
@@ -348,26 +377,68 @@ class CameraRecorder:
                 continue
             try:
                 name, s_start, s_end = next(csv.reader([text]))[:3]
-                placed = clock.place(float(s_start), float(s_end), wall)
-                seg = closed_now(cam, name.rsplit("/", 1)[-1], placed.start_ms, placed.end_ms)
+                closed = (name.rsplit("/", 1)[-1], float(s_start), float(s_end), wall)
+                if closed[2] < closed[1]:
+                    raise ValueError(f"segment ends ({s_end}) before it starts ({s_start})")
             except (ValueError, StopIteration) as e:
                 log.error("camera %s: unreadable segment-list line %r: %s", cam, self.redact(text), e)
                 continue
-            await asyncio.to_thread(self.spool.write_ticket, seg)
             self._progress = time.monotonic()
             self.status.state = "recording"
             self.status.down_since = None
             self.status.last_error = None  # healthy: a warning of an earlier run is no cause any more
-            self._last_segment_ms = wall
-            self.status.segments += 1
-            self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)
-            self.status.last_segment_closed = ms_to_rfc3339(wall)
-            self.on_change()
-            await self.on_segment(seg)
-            if clock.drifted(placed):
-                log.warning("camera %s: stream clock drifted %.1f s from the wall clock; starting a new run",
-                            cam, placed.drift_ms / 1000)
-                self.request_restart("drift")
+            if clock.anchor_ms is None:
+                held.append(closed)
+                if clock.settle([(end, at) for _, _, end, at in held]):
+                    await self._place_held(clock, held)
+                self.on_change()
+                continue
+            check = True
+            if abs(clock.offset_ms(closed[2], wall)) > clock.bound_ms:
+                # Closed by a next keyframe (the clock disagrees) or because the stream ended (ffmpeg exits
+                # now, and its line says nothing about the clock)?
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), LAST_LINE_WAIT)
+                check = proc.returncode is None and not self._kick.is_set()
+            await self._closed(clock, *closed, check=check)
+        if held:  # the run ended before it was anchored: anchor on what it has
+            clock.settle([(end, at) for _, _, end, at in held], final=True)
+            await self._place_held(clock, held)
+
+    async def _place_held(self, clock: RunClock, held: list[tuple[str, float, float, int]]) -> None:
+        """Place the segments held for the anchor; the first starts where its media does."""
+        first = self.spool.camera_dir(self.camera.id) / held[0][0]
+        media_s = await probe_duration(self.ffmpeg, first)
+        for i, closed in enumerate(held):
+            await self._closed(clock, *closed, check=False, media_s=media_s if i == 0 else None)
+        held.clear()
+
+    async def _closed(self, clock: RunClock, file: str, s_start: float, s_end: float, wall: int, *,
+                      check: bool = True, media_s: float | None = None) -> None:
+        """Place one closed segment, ticket it and hand it to ingest."""
+        cam = self.camera.id
+        placed = clock.place(s_start, s_end, wall, check=check, media_s=media_s)
+        try:
+            seg = closed_now(cam, file, placed.start_ms, placed.end_ms, clock=self.camera.clock,
+                             correction_ms=placed.correction_ms,
+                             audio_transcoded=self._transcode_audio and self.camera.audio)
+        except ValueError as e:
+            log.error("camera %s: segment-list line names %r: %s", cam, self.redact(file), e)
+            return
+        await asyncio.to_thread(self.spool.write_ticket, seg)
+        self.status.state = "recording"
+        self.status.down_since = None
+        self.status.last_error = None  # healthy: a warning of an earlier run is no cause any more
+        self._last_segment_ms = now_ms()
+        self.status.segments += 1
+        self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)
+        self.status.last_segment_closed = ms_to_rfc3339(wall)
+        self.on_change()
+        await self.on_segment(seg)
+        if placed.correction_ms:
+            self.status.placement_corrections += 1
+            log.warning("camera %s: segment %s ended %+.1f s from where the stream clock put it; placed by the "
+                        "wall clock and the run re-anchored there", cam, seg.file, placed.correction_ms / 1000)
 
     async def _read_stderr(self, proc: asyncio.subprocess.Process) -> None:
         """ffmpeg's log and its ``-progress`` lines: frames seen (the freeze watch) and the run's cause of failure."""
