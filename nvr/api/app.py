@@ -81,4 +81,6 @@ def build_app(services: Services) -> web.Application:
     app[service.OPENAPI] = openapi_document()
     for r in ROUTES:
         app.router.add_route(r.method, r.path, r.handler)
+        if r.method == "GET":  # HEAD wherever GET is: the same checks and headers, no body
+            app.router.add_route("HEAD", r.path, r.handler)
     return app

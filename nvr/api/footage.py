@@ -35,8 +35,8 @@ from nvr.api.spec import (
 )
 from nvr.base.errors import NotFound
 from nvr.base.timeline import merge_ranges
-from nvr.base.times import ms_to_rfc3339
-from nvr.playback.clip import ClipError, plan_clip, stream_clip
+from nvr.base.times import ms_to_rfc3339, parse_rfc3339
+from nvr.playback.clip import ClipError, clip_etag, plan_clip, prepare_clip, write_clip
 from storage.errors import IntegrityError, StorageError
 from storage.index import SegmentRow
 
@@ -68,6 +68,8 @@ async def list_segments(request: web.Request) -> web.Response:
     return json_reply({"segments": [segment_json(r) for r in rows],
                        "next_cursor": str(rows[-1].start_ms) if more else None})
 
+MAX_CORRECTIONS = 1000  # placement corrections a timeline lists (a camera re-anchored more often is broken)
+
 
 async def timeline(request: web.Request) -> web.Response:
     start, end = request[QUERY]["start"], request[QUERY]["end"]
@@ -80,7 +82,26 @@ async def timeline(request: web.Request) -> web.Response:
         "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": iso,
         "gaps": [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in gaps],
         "recorded_seconds": sum(e - s for s, e in recorded) / 1000,
+        "corrections": await _corrections(request, cid, start, end),
     })
+
+
+async def _corrections(request: web.Request, cid: str, start: int, end: int) -> list[dict[str, Any]]:
+    """The segments in range where the camera's run was re-anchored on the wall clock (docs/timing.md)."""
+    # The event is audited when its segment is stored, so never before the segment's start.
+    entries = await asyncio.to_thread(request.app[INDEX].audit_entries, action="recording.placement_corrected",
+                                      target=cid, start_ms=start, limit=MAX_CORRECTIONS)
+    marks = []
+    for e in entries:
+        d = e.detail
+        try:
+            s_ms, e_ms = parse_rfc3339(d["start"]), parse_rfc3339(d["end"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if e_ms > start and s_ms < end:
+            marks.append({"segment": d.get("segment"), "start": d["start"], "end": d["end"],
+                          "seconds": d.get("correction_seconds")})
+    return marks
 
 
 async def get_segment(request: web.Request) -> web.Response:
@@ -112,7 +133,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int]:
     else:
         a, b = int(first), min(int(last), size - 1) if last else size - 1
     if a >= size or a > b:
-        raise Problem(416, f"Range {header!r} is outside the {size} bytes of this segment",
+        raise Problem(416, f"Range {header!r} is outside the {size} bytes of this resource",
                       headers={"Content-Range": f"bytes */{size}"})
     return a, b
 
@@ -123,6 +144,8 @@ async def segment_content(request: web.Request) -> web.Response:
         raise Problem(410, f"segment {row.id} was deleted by retention ({row.state}); its ledger record and "
                            f"tombstone remain: GET /api/v1/segments/{row.id}/verify shows the rule and time")
     rng = request.headers.get("Range")
+    if _not_modified(request, f'"{row.sha256}"'):
+        return web.Response(status=304, headers={"ETag": f'"{row.sha256}"', "Accept-Ranges": "bytes"})
     data = await read_verified(request, row)
     size, status, headers = len(data), 200, {
         "X-Content-SHA256": row.sha256, "Accept-Ranges": "bytes", "ETag": f'"{row.sha256}"',
@@ -143,10 +166,16 @@ async def segment_content(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- clips
 
 
+def _not_modified(request: web.Request, etag: str) -> bool:
+    """True when the client's If-None-Match names ``etag`` (or ``*``): it has these bytes already."""
+    given = request.headers.get("If-None-Match")
+    return given is not None and (given.strip() == "*" or etag in (t.strip() for t in given.split(",")))
+
+
 async def clip(request: web.Request) -> web.StreamResponse:
     start, end = request[QUERY]["start"], request[QUERY]["end"]
     cid = await visible_camera(request, request[IDS]["id"], footage=True)
-    settings, audit, read = request.app[CLIPS], request.app[AUDIT], request.app[READ_SEGMENT]
+    settings, audit = request.app[CLIPS], request.app[AUDIT]
     limit = settings.max_seconds
     if (end - start) / 1000 > limit:
         raise Problem(413, f"a clip may last at most {limit:g} s (server.max_clip); this one asks "
@@ -155,40 +184,63 @@ async def clip(request: web.Request) -> web.StreamResponse:
     plan = plan_clip(rows, start, end)
     if not plan.segments:
         raise NotFound(f"camera {cid!r} recorded nothing between {ms_to_rfc3339(start)} and {ms_to_rfc3339(end)}")
-    gaps = ", ".join(f"{ms_to_rfc3339(a)}/{ms_to_rfc3339(b)}" for a, b in plan.gaps)
-    await audit.record("clip", cid, {
-        "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "segments": [r.id for r in plan.segments],
-        "gaps": len(plan.gaps), "client": client_of(request),
-    }, actor=principal_of(request).actor)
-    resp = web.StreamResponse(headers={
-        "Content-Type": "video/mp4",
-        "Content-Disposition": f'inline; filename="{cid}_{ms_to_rfc3339(start)}.mp4"'.replace(":", "-"),
-        "X-Clip-Segments": str(len(plan.segments)),
-        "X-Clip-Gaps": gaps or "none",
-        "X-Clip-Recorded-Start": ms_to_rfc3339(max(start, plan.segments[0].start_ms)),
-        "Cache-Control": "no-store",
-    })
-    await resp.prepare(request)
+    etag = clip_etag(plan)
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
+    if _not_modified(request, etag):
+        return web.Response(status=304, headers=headers)
 
     async def read_for_clip(row: SegmentRow) -> bytes:
         try:
-            return await read(row)
+            return await read_verified(request, row)
         except StorageError as e:
-            raise ClipError(f"segment {row.id}: {e}") from e
+            raise ClipError(f"segment {row.id}: {e}", segment=row.id) from e
 
     try:
-        await stream_clip(plan, ffmpeg=settings.ffmpeg, read_segment=read_for_clip, write=resp.write,
-                          tmp_dir=settings.tmp_dir)
+        prepared = await prepare_clip(plan, read_segment=read_for_clip, tmp_dir=settings.tmp_dir)
     except ClipError as e:
-        # The status line is gone already: end the connection without the final chunk, so the client
-        # sees a truncated transfer rather than a complete-looking clip.
-        log.error("clip of %s %s..%s failed mid-stream: %s", cid, ms_to_rfc3339(start), ms_to_rfc3339(end), e)
         await audit.system("clip.failed", cid, {"error": str(e)})
-        if request.transport is not None:
-            request.transport.close()
+        raise
+    try:
+        size, rng = prepared.size, request.headers.get("Range")
+        first, last, status = 0, size - 1, 200
+        if rng:
+            first, last = _byte_range(rng, size)
+            status = 206
+            headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        gaps = ", ".join(f"{ms_to_rfc3339(a)}/{ms_to_rfc3339(b)}" for a, b in plan.gaps)
+        used = prepared.used
+        headers.update({
+            "Content-Type": "video/mp4",
+            "Content-Length": str(last - first + 1),
+            "Content-Disposition": f'inline; filename="{cid}_{ms_to_rfc3339(start)}.mp4"'.replace(":", "-"),
+            "X-Clip-Segments": str(len(used)),
+            "X-Clip-Gaps": gaps or "none",
+            "X-Clip-Recorded-Start": ms_to_rfc3339(max(start, used[0].start_ms)),
+        })
+        if prepared.truncated:
+            headers["X-Clip-Truncated"] = prepared.truncated
+        if request.method == "HEAD":  # the size and validators, no footage delivered: nothing to audit
+            return web.Response(status=status, headers=headers)
+        await audit.record("clip", cid, {
+            "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "segments": [r.id for r in used],
+            "gaps": len(plan.gaps), "client": client_of(request), "range": rng, "truncated": prepared.truncated,
+        }, actor=principal_of(request).actor)
+        resp = web.StreamResponse(status=status, headers=headers)
+        await resp.prepare(request)
+        try:
+            await write_clip(prepared, resp.write, first=first, last=last)
+        except (ClipError, OSError) as e:
+            # The status line is gone already: end the connection without the final chunk, so the client
+            # sees a truncated transfer rather than a complete-looking clip.
+            log.error("clip of %s %s..%s failed mid-stream: %s", cid, ms_to_rfc3339(start), ms_to_rfc3339(end), e)
+            await audit.system("clip.failed", cid, {"error": str(e)})
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        await resp.write_eof()
         return resp
-    await resp.write_eof()
-    return resp
+    finally:
+        prepared.close()
 
 
 SCHEMAS: dict[str, Any] = {

@@ -1,38 +1,42 @@
-"""Clips: the stored segments of one camera over a time range, joined without re-encoding, streamed.
+"""Clips: the stored segments of one camera over a time range, stitched at the box level, no ffmpeg.
 
-Pipeline, one process per stage so the first bytes leave as soon as the first
-segment is decrypted::
+The stored segments are fragmented MP4 already. A clip is one init segment and
+the fragments of the range with their decode times moved onto the clip's
+timeline (``nvr.playback.mp4``): a hole between segments stays a hole of its
+real length, an edit list starts playback at the requested instant while the
+decoder still gets the keyframe before it, every fragment carries its capture
+time (``prft``), and the exact size is known before the first byte, so HTTP
+Range and seeking work.
 
-    segment i  ──decrypt──▶ private temp file ──ffmpeg #1 (-ss/-to on the first/last,
-               -c copy, timestamps shifted to the segment's place in the clip)──▶ MPEG-TS ┐
-                                                      (one kernel pipe shared by every #1) ▼
-                                   ffmpeg #2 (-c copy, fragmented MP4 to stdout) ──▶ HTTP body
-
-MPEG-TS is the joint because TS streams concatenate byte-wise. Input ``-ss``
-with stream copy starts at the keyframe at or before ``start``; a gap between
-segments stays a gap on the clip's timeline (the clip is faithful to time) and
-is reported in the response headers.
+Steps: :func:`plan_clip` (the index rows of the range, pure) → :func:`prepare_clip`
+(each segment read, verified and decrypted by the caller's reader, parsed, kept in
+a private temp file; the stitch plan) → :func:`write_clip` (the bytes, or a byte
+range of them, from those files). A codec change ends the clip at that segment
+(``PreparedClip.truncated``, the rule is in ``nvr.playback.mp4.stitch``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nvr.base import timeline
-from nvr.base.errors import NvrError
-from nvr.base.ffmpeg import FMP4_FLAGS
+from nvr.base.errors import NotFound, NvrError
+from nvr.base.times import ms_to_rfc3339
+from nvr.playback.mp4 import Mp4Error, PlacedSegment, StitchPlan, iter_clip_range, parse_segment
+from nvr.playback.mp4 import plan_clip as stitch_plan
 from storage.index import SegmentRow
 
 log = logging.getLogger("nvr.clip")
 
-CHUNK = 64 * 1024
+FETCH_CONCURRENCY = 4  # segments read and decrypted at once for one clip
 
 
 @dataclass(frozen=True)
@@ -54,90 +58,103 @@ def plan_clip(rows: list[SegmentRow], start_ms: int, end_ms: int) -> ClipPlan:
 
 
 class ClipError(NvrError):
-    """The clip could not be completed (a segment failed to read or verify, or ffmpeg failed)."""
+    """The clip could not be completed (a segment failed to read, verify or parse)."""
+
+
+def clip_etag(plan: ClipPlan) -> str:
+    """A strong ETag: the same range over the same segment bytes is the same clip, byte for byte."""
+    h = hashlib.sha256(f"{plan.camera}\n{plan.start_ms}\n{plan.end_ms}\n".encode())
+    for row in plan.segments:
+        h.update(f"{row.id} {row.sha256}\n".encode())
+    return f'"{h.hexdigest()[:40]}"'
+
+
+@dataclass
+class PreparedClip:
+    """A clip ready to be written: its stitch plan, and its segments' bytes in a private temp dir."""
+
+    plan: ClipPlan
+    stitch: StitchPlan
+    etag: str
+    _dir: tempfile.TemporaryDirectory = field(repr=False)
+    _files: dict[int, Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def size(self) -> int:
+        return self.stitch.size
+
+    @property
+    def used(self) -> tuple[SegmentRow, ...]:
+        """The segments the clip is made of (a codec change may end it early)."""
+        return tuple(self.plan.segments[i] for i in sorted({p.source for p in self.stitch.pieces}))
+
+    @property
+    def truncated(self) -> str | None:
+        """Why the clip ends before the range does, in words, or None."""
+        if self.stitch.truncated_at_ms is None:
+            return None
+        return f"clip ends at {ms_to_rfc3339(self.stitch.truncated_at_ms)}: {self.stitch.truncated_reason}"
+
+    def read(self, source: int) -> bytes:
+        return self._files[source].read_bytes()
+
+    def close(self) -> None:
+        self._dir.cleanup()
 
 
 SegmentReader = Callable[[SegmentRow], Awaitable[bytes]]
 ChunkWriter = Callable[[bytes], Awaitable[None]]
 
 
-async def stream_clip(plan: ClipPlan, *, ffmpeg: str, read_segment: SegmentReader, write: ChunkWriter,
-                      tmp_dir: Path) -> int:
-    """Produce the clip of ``plan`` and hand it to ``write`` chunk by chunk; returns the bytes written.
+async def prepare_clip(plan: ClipPlan, *, read_segment: SegmentReader, tmp_dir: Path) -> PreparedClip:
+    """Read, verify (``read_segment`` does) and parse every segment of ``plan``; plan the stitch.
 
-    ``tmp_dir`` (mode 0700, on the data disk) briefly holds one decrypted segment at a time.
+    ``tmp_dir`` (mode 0700, on the data disk) holds the decrypted segments until :meth:`PreparedClip.close`.
     """
     if not plan.segments:
-        raise ClipError("no segments in range")
-    base_ms = max(plan.start_ms, plan.segments[0].start_ms)
-    rfd, wfd = os.pipe()
+        raise NotFound("no segments in range")
+    work = tempfile.TemporaryDirectory(dir=tmp_dir, prefix="clip-")
+    files: dict[int, Path] = {}
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def fetch(i: int, row: SegmentRow) -> PlacedSegment:
+        async with gate:
+            data = await read_segment(row)
+        path = Path(work.name) / f"{i}.mp4"
+        segment = await asyncio.to_thread(_keep_and_parse, path, data, row)
+        files[i] = path
+        return PlacedSegment(row.start_ms, row.end_ms, segment)
+
     try:
-        joiner = await asyncio.create_subprocess_exec(
-            ffmpeg, "-hide_banner", "-nostdin", "-v", "error",
-            # Tiny probe: ffmpeg #2 must start emitting after the first keyframes, not after 5 s of input.
-            "-probesize", "32768", "-analyzeduration", "0", "-f", "mpegts", "-i", "pipe:0",
-            "-map", "0", "-c", "copy", "-avoid_negative_ts", "make_zero",
-            "-f", "mp4", "-movflags", FMP4_FLAGS.split("=", 1)[1], "pipe:1",
-            stdin=rfd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-    finally:
-        os.close(rfd)
-    feeder = asyncio.create_task(_feed(plan, base_ms, wfd, ffmpeg=ffmpeg, read_segment=read_segment, tmp_dir=tmp_dir),
-                                 name=f"clip:{plan.camera}:feed")
-    stderr = asyncio.create_task(joiner.stderr.read(), name=f"clip:{plan.camera}:stderr")
+        placed = await asyncio.gather(*(fetch(i, r) for i, r in enumerate(plan.segments)))
+        stitch = await asyncio.to_thread(stitch_plan, placed, plan.start_ms, plan.end_ms)
+    except BaseException:
+        work.cleanup()
+        raise
+    return PreparedClip(plan=plan, stitch=stitch, etag=clip_etag(plan), _dir=work, _files=files)
+
+
+def _keep_and_parse(path: Path, data: bytes, row: SegmentRow):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    try:
+        return parse_segment(data, partial=row.partial)
+    except Mp4Error as e:
+        raise ClipError(f"segment {row.id} is not a readable fragmented MP4: {e}", segment=row.id) from e
+
+
+async def write_clip(clip: PreparedClip, write: ChunkWriter, *, first: int = 0, last: int | None = None) -> int:
+    """Write the clip's bytes ``[first, last]`` (inclusive; all by default) to ``write``; returns the count."""
+    end = clip.size if last is None else last + 1
+    chunks = iter_clip_range(clip.stitch, first, end, clip.read)
+    done = object()
     written = 0
     try:
-        while chunk := await joiner.stdout.read(CHUNK):
+        while (chunk := await asyncio.to_thread(next, chunks, done)) is not done:
             await write(chunk)
             written += len(chunk)
-        await feeder  # raises what went wrong feeding
-        code = await joiner.wait()
-        if code != 0:
-            raise ClipError(f"ffmpeg join exited with {code}: {(await stderr).decode(errors='replace')[-300:]}")
-        return written
     finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await feeder
-        if joiner.returncode is None:
-            joiner.kill()
-            await joiner.wait()
-        stderr.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await stderr
-
-
-async def _feed(plan: ClipPlan, base_ms: int, wfd: int, *, ffmpeg: str, read_segment: SegmentReader,
-                tmp_dir: Path) -> None:
-    """Decrypt each segment and remux it into the shared TS pipe, in order; closes the pipe at the end."""
-    prefetch: asyncio.Task | None = None
-    try:
-        with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="clip-") as work:
-            prefetch = asyncio.create_task(read_segment(plan.segments[0]))
-            for i, row in enumerate(plan.segments):
-                data = await prefetch
-                # Fetch the next segment while this one is remuxed.
-                nxt = plan.segments[i + 1] if i + 1 < len(plan.segments) else None
-                prefetch = asyncio.create_task(read_segment(nxt)) if nxt is not None else None
-                path = Path(work) / f"{i}.mp4"
-                await asyncio.to_thread(path.write_bytes, data)
-                del data
-                args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error"]
-                if plan.start_ms > row.start_ms:
-                    args += ["-ss", f"{(plan.start_ms - row.start_ms) / 1000:.3f}"]
-                if plan.end_ms < row.end_ms:
-                    args += ["-to", f"{(plan.end_ms - row.start_ms) / 1000:.3f}"]
-                args += ["-i", str(path), "-map", "0", "-c", "copy", "-copyts",
-                         "-output_ts_offset", f"{(row.start_ms - base_ms) / 1000:.3f}", "-f", "mpegts", "pipe:1"]
-                proc = await asyncio.create_subprocess_exec(
-                    *args, stdin=asyncio.subprocess.DEVNULL, stdout=wfd, stderr=asyncio.subprocess.PIPE)
-                _, err = await proc.communicate()
-                path.unlink(missing_ok=True)
-                if proc.returncode != 0:
-                    raise ClipError(f"segment {row.id}: remux failed: {err.decode(errors='replace')[-300:]}")
-    finally:
-        if prefetch is not None and not prefetch.done():
-            prefetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await prefetch
-        os.close(wfd)
+        with contextlib.suppress(Exception):
+            chunks.close()
+    return written

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from nvr.api import footage
 from nvr.base.ffmpeg import find_ffmpeg
 from nvr.base.times import ms_to_rfc3339
 from tests.api.conftest import A, B
@@ -101,31 +100,33 @@ async def test_clip_across_three_segments_has_the_recorded_frames(api):
     assert audit[-1].detail["segments"] == [r.id for r in rows]
 
 
-async def test_clip_streams_before_later_segments_are_read(api, monkeypatch):
-    rows = segments_of(api, B)[:4]
-    first_bytes = asyncio.Event()
-    reads: list[str] = []
-    real = footage.stream_clip
-
-    async def gated_stream(plan, *, read_segment, **kw):
-        async def gated(row):
-            reads.append(row.id)
-            if row.id != rows[0].id:
-                await first_bytes.wait()  # later segments wait until the client holds the first bytes
-            return await read_segment(row)
-
-        return await real(plan, read_segment=gated, **kw)
-
-    monkeypatch.setattr(footage, "stream_clip", gated_stream)
-    url = f"/api/v1/cameras/{B}/clip.mp4?start={ms_to_rfc3339(rows[0].start_ms)}&end={ms_to_rfc3339(rows[3].end_ms)}"
-    resp = await api.get(url, "viewer")
-    assert resp.status == 200
-    chunk = await asyncio.wait_for(resp.content.read(1024), timeout=30)
-    assert chunk[4:8] == b"ftyp"
-    assert len(reads) <= 2 and rows[3].id not in reads  # the rest was not fetched yet
-    first_bytes.set()
-    rest = await asyncio.wait_for(resp.read(), timeout=60)
-    assert len(rest) > 10_000 and reads == [r.id for r in rows]
+async def test_clip_has_its_size_first_validators_head_and_ranges(api):
+    rows = segments_of(api, B)[:3]
+    url = f"/api/v1/cameras/{B}/clip.mp4?start={ms_to_rfc3339(rows[0].start_ms + 300)}&end={ms_to_rfc3339(rows[2].end_ms)}"
+    head = await api.request("HEAD", url, "viewer")
+    assert head.status == 200 and await head.read() == b""
+    size, etag = int(head.headers["Content-Length"]), head.headers["ETag"]
+    full = await api.get(url, "viewer")
+    body = await full.read()
+    assert full.status == 200 and len(body) == size and full.headers["ETag"] == etag
+    assert full.headers["Accept-Ranges"] == "bytes" and body[4:8] == b"ftyp"
+    part = await api.get(url, "viewer", headers={"Range": "bytes=1000-4999"})
+    assert part.status == 206 and await part.read() == body[1000:5000]
+    assert part.headers["Content-Range"] == f"bytes 1000-4999/{size}"
+    tail = await api.get(url, "viewer", headers={"Range": f"bytes={size - 100}-"})
+    assert await tail.read() == body[-100:]
+    assert (await api.get(url, "viewer", headers={"Range": f"bytes={size}-"})).status == 416
+    same = await api.get(url, "viewer", headers={"If-None-Match": etag})
+    assert same.status == 304 and await same.read() == b""
+    # HEAD and 304 deliver no footage: only the two GETs with bodies and the two ranges are audited.
+    entries = [e for e in api.srv.backend.index.audit_entries(action="clip", target=B)
+               if e.detail["start"] == ms_to_rfc3339(rows[0].start_ms + 300)]
+    assert len(entries) == 3
+    seg = await api.request("HEAD", f"/api/v1/segments/{rows[0].id}/content", "viewer")
+    assert seg.status == 200 and int(seg.headers["Content-Length"]) == rows[0].size
+    cached = await api.get(f"/api/v1/segments/{rows[0].id}/content", "viewer",
+                           headers={"If-None-Match": f'"{rows[0].sha256}"'})
+    assert cached.status == 304
 
 
 async def test_clip_across_a_gap_reports_it_and_carries_on(api, rtsp):

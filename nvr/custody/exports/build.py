@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nvr.base.errors import NvrError
+from nvr.base.errors import NotFound, NvrError
 from nvr.base.times import ms_to_rfc3339, parse_rfc3339
 from nvr.custody.bundle import clip_file, segment_file, write_bundle
 from nvr.custody.checkpoint import CheckpointRefused, CheckpointWriter, trusted_keys
 from nvr.custody.exports.table import ExportJob
 from nvr.custody.verify import STATUS_OK, combine, verify_with_evidence
-from nvr.playback.clip import ClipError, plan_clip, stream_clip
+from nvr.playback.clip import ClipError, plan_clip, prepare_clip, write_clip
 from storage.chainlock import ChainLocks
 from storage.envelope import sha256_file
 from storage.errors import IndexError_
@@ -168,10 +168,9 @@ class Builder:
 
     async def _clip(self, camera: str, rows: list[SegmentRow], job: ExportJob, staging: Path,
                     files: dict[str, Path]) -> dict[str, Any]:
+        """The camera's stitched clip of the range (the same code as the clip route); a failure fails the export."""
         rel = clip_file(camera)
         path = staging / rel
-        if not self.ffmpeg:
-            return {"camera": camera, "file": None, "error": "no ffmpeg configured"}
         plan = plan_clip(rows, job.start_ms, job.end_ms)
         tmp = staging / "tmp"
         await asyncio.to_thread(lambda: tmp.mkdir(mode=0o700, exist_ok=True))
@@ -180,24 +179,22 @@ class Builder:
         async def read(row: SegmentRow) -> bytes:
             return await asyncio.to_thread(files[row.id].read_bytes)
 
-        f = await asyncio.to_thread(open, path, "wb")
         try:
-            async def write(chunk: bytes) -> None:
-                await asyncio.to_thread(f.write, chunk)
+            clip = await prepare_clip(plan, read_segment=read, tmp_dir=tmp)
+        except (ClipError, NotFound, OSError) as e:
+            raise ExportFailed(f"the stitched clip of {camera} could not be made: {e}") from e
+        try:
+            with open(path, "wb") as f:  # noqa: ASYNC230 - chunks are written from a thread below
+                async def write(chunk: bytes) -> None:
+                    await asyncio.to_thread(f.write, chunk)
 
-            await stream_clip(plan, ffmpeg=self.ffmpeg, read_segment=read, write=write, tmp_dir=tmp)
-        except (ClipError, OSError) as e:  # best effort: the segments are the evidence
-            await asyncio.to_thread(f.close)
-            await asyncio.to_thread(path.unlink, True)
-            log.warning("export %s: clip of %s not made: %s", job.id, camera, e)
-            return {"camera": camera, "file": None, "error": f"stitched clip not made: {e}"}
+                await write_clip(clip, write)
         finally:
-            if not f.closed:
-                await asyncio.to_thread(f.close)
+            clip.close()
             await asyncio.to_thread(shutil.rmtree, tmp, True)
         digest, size = await asyncio.to_thread(sha256_file, path)
         return {"camera": camera, "file": rel, "size": size, "sha256": digest,
-                "segments": [r.id for r in plan.segments], "gaps": len(plan.gaps)}
+                "segments": [r.id for r in clip.used], "gaps": len(plan.gaps), "truncated": clip.truncated}
 
     async def _append_export_record(self, camera: str, job: ExportJob, manifest_sha: str, seqs: list[int],
                                     exported_at: int) -> None:
