@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_ms INTEGER NOT NULL,
     revoked_ms INTEGER
 );
+-- What a clip needs to be planned without reading the footage: each segment's boxes minus the media
+-- payload (nvr.playback.mp4 skeleton), written at ingest. Optional: a segment without one (ingested by an
+-- older release, or rebuilt by reindex) is read whole when a clip is planned.
+CREATE TABLE IF NOT EXISTS segment_skeletons (
+    id TEXT PRIMARY KEY,            -- the segment's id
+    sha256 TEXT NOT NULL,           -- of the plaintext segment the skeleton describes
+    skeleton BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cameras (
     id TEXT PRIMARY KEY,
     config TEXT NOT NULL,           -- JSON of the camera's settings (URL included: the index is private)
@@ -253,8 +261,9 @@ class Index:
 
     # ------------------------------------------------------------------ segments
 
-    def insert_segment(self, record: Mapping[str, Any], *, version_id: str | None) -> SegmentRow:
-        """Store a segment's ledger record and index row in one transaction; a repeat is a no-op.
+    def insert_segment(self, record: Mapping[str, Any], *, version_id: str | None,
+                       skeleton: bytes | None = None) -> SegmentRow:
+        """Store a segment's ledger record and index row (and its skeleton) in one transaction; a repeat is a no-op.
 
         Refuses a record that does not extend the camera's chain head (someone
         else wrote the same seq with different content).
@@ -278,8 +287,25 @@ class Index:
                         "stored", now_ms(),
                     ),
                 )
+                if skeleton is not None:
+                    db.execute("INSERT OR REPLACE INTO segment_skeletons (id, sha256, skeleton) VALUES (?, ?, ?)",
+                               (sid, record["sha256"], skeleton))
             row = db.execute(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE id = ?", (sid,)).fetchone()
         return _row(row)
+
+    def skeletons(self, rows: Sequence[SegmentRow]) -> dict[str, bytes]:
+        """The stored skeletons of ``rows`` that describe their current bytes (by segment id)."""
+        found: dict[str, bytes] = {}
+        want = {r.id: r.sha256 for r in rows}
+        ids = list(want)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for sid, sha, blob in self.query(
+                    f"SELECT id, sha256, skeleton FROM segment_skeletons WHERE id IN ({', '.join('?' * len(chunk))})",
+                    tuple(chunk)):
+                if want[sid] == sha:
+                    found[sid] = bytes(blob)
+        return found
 
     def segment(self, sid: str) -> SegmentRow | None:
         rows = self.query(f"SELECT {_SEGMENT_COLUMNS} FROM segments WHERE id = ?", (sid,))

@@ -6,6 +6,14 @@ stored. A fast hash is enough because the token is random, not a password.
 token's ``Principal`` for the handler (``principal_of``). Failed
 authentication (a malformed, unknown or revoked token; not a missing one) is
 limited and audited per client address by ``nvr.api.guard``.
+
+On routes that allow it (``Route.url_token``) a signed URL token in the query
+(``token``, ``nvr.api.urltokens``) stands for the bearer token, and decides
+when both are sent: the principal is the API token that signed it, looked up
+on every request (so revoking that token stops its links), and the request
+also carries the token's ``Grant`` (``url_grant``), which the handler holds
+its camera and range to. An expired link is a 401 that does not count as a
+failed attempt (its signature is good: nobody is guessing).
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from nvr.api.deps import INDEX
+from nvr.api.deps import INDEX, URL_SIGNER
 from nvr.api.guard import AUTH_GUARD
 from nvr.api.problem import Problem
-from nvr.api.spec import route_of
+from nvr.api.spec import URL_TOKEN, route_of
+from nvr.api.urltokens import BadUrlToken, Grant, UrlSigner
+from nvr.base.times import now_ms
 from storage.index import Index
 
 ROLES = {"viewer": 1, "evidence": 2, "admin": 3}
@@ -86,17 +96,46 @@ async def authenticate(request: web.Request, index: Index) -> Principal:
     return Principal(name=name, role=role, cameras=frozenset(cameras) if cameras is not None else None)
 
 
+async def authenticate_url(token: str, index: Index, signer: UrlSigner) -> tuple[Principal, Grant]:
+    """The principal that signed a URL token, and its grant; 401 when bad, expired, or its signer is gone."""
+    try:
+        grant = signer.verify(token, now_ms())
+    except BadUrlToken as e:
+        raise Unauthenticated(e.detail, None if e.reason == "expired" else e.reason) from None
+    # By name and creation time: a token made later under a revoked one's name is another token.
+    tokens = await asyncio.to_thread(index.tokens)
+    found = next((t for t in tokens if t[0] == grant.signer and t[3] == grant.signer_created_ms), None)
+    if found is None:
+        raise Unauthenticated(f"the token {grant.signer!r} that signed this link no longer exists", "unknown")
+    name, role, cameras, _, revoked = found
+    if revoked is not None:
+        raise Unauthenticated(f"token {name!r}, which signed this link, was revoked", "revoked")
+    return Principal(name=name, role=role, cameras=frozenset(cameras) if cameras is not None else None), grant
+
+
+async def token_created_ms(index: Index, name: str) -> int | None:
+    """When the live token ``name`` was created (what a URL token names its signer by), None if there is none."""
+    tokens = await asyncio.to_thread(index.tokens)
+    return next((created for n, _, _, created, revoked in tokens if n == name and revoked is None), None)
+
+
 def require(principal: Principal, role: str) -> None:
     if not principal.has(role):
         raise Problem(403, f"this needs the {role} role; token {principal.name!r} has {principal.role}")
 
 
 PRINCIPAL = web.RequestKey("nvr.principal", Principal)
+URL_GRANT = web.RequestKey("nvr.url_grant", Grant)
 
 
 def principal_of(request: web.Request) -> Principal:
     """Who sent the request (set by ``auth_middleware`` on every route that needs a token)."""
     return request[PRINCIPAL]
+
+
+def url_grant(request: web.Request) -> Grant | None:
+    """The grant of the URL token the request was authorized by, None when it sent a bearer token."""
+    return request.get(URL_GRANT)
 
 
 def refuse_scoped(who: Principal, what: str) -> None:
@@ -115,8 +154,13 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
         if wait is not None:
             raise Problem(429, f"too many failed authentications from {address}; retry in {wait} s",
                           headers={"Retry-After": str(wait)})
+        link = request.query.get(URL_TOKEN) if route.url_token else None
         try:
-            who = await authenticate(request, request.app[INDEX])
+            if link is not None:
+                who, grant = await authenticate_url(link, request.app[INDEX], request.app[URL_SIGNER])
+                request[URL_GRANT] = grant
+            else:
+                who = await authenticate(request, request.app[INDEX])
         except Unauthenticated as e:
             if e.reason is not None:
                 guard.failed(address, e.reason)

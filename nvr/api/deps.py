@@ -8,14 +8,16 @@ parts it built itself. ``install`` is the one place that sets the keys.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from nvr.api.guard import AuthLimits
+from nvr.api.limits import ConcurrencyLimit
 from nvr.api.metrics import MetricsSources
+from nvr.api.urltokens import UrlSigner
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService
 from nvr.playback.clip import SegmentReader
@@ -33,11 +35,12 @@ StatusReport = Callable[[], dict[str, Any]]
 
 @dataclass(frozen=True)
 class ClipSettings:
-    """How clips are made: the ffmpeg binary, its scratch directory, the longest clip (``server.max_clip``)."""
+    """How clips are made: their scratch directory, the longest clip (``server.max_clip``), how many at once."""
 
     ffmpeg: str
     tmp_dir: Path
     max_seconds: float
+    concurrency: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit("clips", 0, 0))
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,9 @@ class Services:
     exports: ExportService
     checkpoints: CheckpointWriter
     auth_limits: AuthLimits = AuthLimits()  # failed authentications per client address (``nvr.api.guard``)
+    # Signs the URL tokens players carry (``nvr.api.urltokens``); the server's is kept in its data dir,
+    # without one links live as long as the process.
+    url_signer: UrlSigner = field(default_factory=UrlSigner.ephemeral)
 
 
 INDEX = web.AppKey("nvr.index", Index)
@@ -75,6 +81,7 @@ CLIPS = web.AppKey("nvr.clips", ClipSettings)
 RETENTION = web.AppKey("nvr.retention", RetentionService)
 EXPORTS = web.AppKey("nvr.exports", ExportService)
 CHECKPOINTS = web.AppKey("nvr.checkpoints", CheckpointWriter)
+URL_SIGNER = web.AppKey("nvr.url_signer", UrlSigner)
 
 
 def install(app: web.Application, s: Services) -> None:
@@ -83,3 +90,4 @@ def install(app: web.Application, s: Services) -> None:
     app[CAMERAS], app[RECORDERS], app[SPOOL] = s.cameras, s.recorders, s.spool
     app[READ_SEGMENT], app[STATUS], app[METRICS], app[CLIPS] = s.read_segment, s.status, s.metrics, s.clips
     app[RETENTION], app[EXPORTS], app[CHECKPOINTS] = s.retention, s.exports, s.checkpoints
+    app[URL_SIGNER] = s.url_signer

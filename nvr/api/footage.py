@@ -36,7 +36,7 @@ from nvr.api.spec import (
 from nvr.base.errors import NotFound
 from nvr.base.timeline import merge_ranges
 from nvr.base.times import ms_to_rfc3339, parse_rfc3339
-from nvr.playback.clip import ClipError, clip_etag, plan_clip, prepare_clip, write_clip
+from nvr.playback.clip import ClipError, ClipPlan, clip_etag, plan_clip, prepare_clip, write_clip
 from storage.errors import IntegrityError, StorageError
 from storage.index import SegmentRow
 
@@ -175,7 +175,7 @@ def _not_modified(request: web.Request, etag: str) -> bool:
 async def clip(request: web.Request) -> web.StreamResponse:
     start, end = request[QUERY]["start"], request[QUERY]["end"]
     cid = await visible_camera(request, request[IDS]["id"], footage=True)
-    settings, audit = request.app[CLIPS], request.app[AUDIT]
+    settings = request.app[CLIPS]
     limit = settings.max_seconds
     if (end - start) / 1000 > limit:
         raise Problem(413, f"a clip may last at most {limit:g} s (server.max_clip); this one asks "
@@ -189,6 +189,14 @@ async def clip(request: web.Request) -> web.StreamResponse:
     if _not_modified(request, etag):
         return web.Response(status=304, headers=headers)
 
+    with settings.concurrency.hold(principal_of(request).actor):
+        return await _serve_clip(request, plan, etag, headers)
+
+
+async def _serve_clip(request: web.Request, plan: ClipPlan, etag: str, headers: dict[str, str]) -> web.StreamResponse:
+    """Prepare the clip of ``plan`` and answer it (HEAD, a Range or the whole), audited."""
+    settings, audit, index = request.app[CLIPS], request.app[AUDIT], request.app[INDEX]
+    cid, start, end = plan.camera, plan.start_ms, plan.end_ms
     async def read_for_clip(row: SegmentRow) -> bytes:
         try:
             return await read_verified(request, row)
@@ -196,7 +204,8 @@ async def clip(request: web.Request) -> web.StreamResponse:
             raise ClipError(f"segment {row.id}: {e}", segment=row.id) from e
 
     try:
-        prepared = await prepare_clip(plan, read_segment=read_for_clip, tmp_dir=settings.tmp_dir)
+        prepared = await prepare_clip(plan, read_segment=read_for_clip, tmp_dir=settings.tmp_dir,
+                                      skeletons=lambda rows: asyncio.to_thread(index.skeletons, rows))
     except ClipError as e:
         await audit.system("clip.failed", cid, {"error": str(e)})
         raise
@@ -259,8 +268,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/cameras/{id}/timeline", timeline, "viewer", "Recorded ranges and gaps",
           tag="footage", ids={"id": CAMERA}, query=_RANGE),
     Route("GET", "/api/v1/cameras/{id}/clip.mp4", clip, "viewer",
-          "One fragmented MP4 of the range, streamed while it is made", tag="footage", ids={"id": CAMERA},
-          query=_RANGE, responses={200: "video/mp4", 413: "Problem"}),
+          "One fragmented MP4 of the range, stitched from the stored fragments (Range, ETag, HEAD)", tag="footage", ids={"id": CAMERA},
+          query=_RANGE, responses={200: "video/mp4", 413: "Problem", 429: "Problem"}),
     Route("GET", "/api/v1/segments/{id}", get_segment, "viewer", "Segment metadata and hashes", tag="footage",
           ids={"id": SEGMENT}),
     Route("GET", "/api/v1/segments/{id}/content", segment_content, "viewer",

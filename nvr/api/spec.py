@@ -227,6 +227,8 @@ CAMERA_ID_SCHEMA = CAMERA.schema()  # for camera ids in bodies and answers
 
 # ---------------------------------------------------------------------- routes
 
+URL_TOKEN = "token"  # the query parameter of a signed URL token, on routes with ``url_token``
+
 
 @dataclass(frozen=True)
 class Route:
@@ -242,11 +244,17 @@ class Route:
     query: tuple[Param, ...] = ()
     body: str | None = None  # name of the JSON body's schema
     responses: Mapping[int, str] = field(default_factory=dict)
+    # A signed URL token (query ``token``, ``nvr.api.urltokens``) may stand for the bearer token: for
+    # what players fetch, as they can't send an Authorization header.
+    url_token: bool = False
 
     def __post_init__(self) -> None:
         named = set(re.findall(r"{(\w+)}", self.path))
         if named != set(self.ids):
             raise ValueError(f"{self.method} {self.path}: path ids {sorted(named)} but kinds for {sorted(self.ids)}")
+        if self.url_token and (self.role is None or URL_TOKEN not in {p.name for p in self.query}):
+            raise ValueError(f"{self.method} {self.path}: a URL token route needs a role and the "
+                             f"{URL_TOKEN!r} query parameter")
 
     @property
     def key(self) -> tuple[str, str]:

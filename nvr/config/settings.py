@@ -42,6 +42,9 @@ class ServerConfig:
     data_dir: Path = Path("./nvr-data")
     node_id: str = ""
     max_clip_seconds: float = 3600.0
+    clips: int = 8  # clips served at once, in total (0: no limit)
+    clips_per_token: int = 2  # clips one token (or person) streams at once (0: no limit)
+    link_ttl_seconds: float = 600.0  # a signed playback link's time to start playing (plus its range's length)
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,9 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         data_dir=srv.path_("data_dir", base / "nvr-data", base),
         node_id=srv.take("node_id", str, ""),
         max_clip_seconds=srv.duration("max_clip", 3600.0, minimum=1.0),
+        clips=srv.count("clips", 8),
+        clips_per_token=srv.count("clips_per_token", 2),
+        link_ttl_seconds=srv.duration("link_ttl", 600.0, minimum=10.0, maximum=86400.0),
     )
     srv.finish()
 
@@ -385,10 +391,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     retention = parse_retention(top.take("retention", dict, {}), source)
 
     ex = Section(top.take("exports", dict, {}), "exports", source)
-    max_per_token = ex.take("max_per_token", int, 10)
-    if max_per_token < 0:
-        raise ex.error("max_per_token", f"must not be negative, got {max_per_token}")
-    exports = ExportsConfig(max_per_token=max_per_token, max_bytes_per_token=ex.size("max_bytes_per_token", 20 * 2**30),
+    exports = ExportsConfig(max_per_token=ex.count("max_per_token", 10), max_bytes_per_token=ex.size("max_bytes_per_token", 20 * 2**30),
                             keep=ex.duration("keep", 30 * 86400.0))
     ex.finish()
 

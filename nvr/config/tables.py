@@ -55,6 +55,13 @@ class Section:
             raise self.error(name, f"must be at most {maximum:g} s, got {seconds:g} s")
         return seconds
 
+    def count(self, name: str, default: int) -> int:
+        """A whole number of things, 0 or more (0 often means "no limit": the key's comment says)."""
+        value = self.take(name, int, default)
+        if value < 0:
+            raise self.error(name, f"must not be negative, got {value}")
+        return value
+
     def size(self, name: str, default: int) -> int:
         raw = self.take(name, (int, str), None)
         if raw is None:

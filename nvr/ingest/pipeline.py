@@ -13,10 +13,12 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from nvr.base.errors import Kind
 from nvr.base.events import EventSink, no_event
+from nvr.base.mp4 import Mp4Error, skeleton
 from nvr.base.timeline import is_gap
 from nvr.base.times import ms_to_datetime, ms_to_rfc3339, now_ms
 from storage.chainlock import ChainLocks
@@ -147,6 +149,7 @@ class Ingestor:
         prev_end = self.index.last_end_ms(seg.camera)
         start, end = ms_to_rfc3339(seg.start_ms), ms_to_rfc3339(seg.end_ms)
 
+        skeleton = _skeleton(path, seg)
         # A ticket this process wrote, on its first attempt, cannot have an object in S3: no HEAD.
         reused = None if fresh else self._reuse_stored(seg, key, head)
         if reused is not None:
@@ -165,7 +168,7 @@ class Ingestor:
             version_id = self.store.guarded(
                 self.store.put, key, sealed.blob, record=record, sha256=sealed.object_sha256, retain_until=retain,
             )
-        row = self.index.insert_segment(record, version_id=version_id)
+        row = self.index.insert_segment(record, version_id=version_id, skeleton=skeleton)
         self.spool.remove(seg)
         return row, prev_end, False
 
@@ -194,3 +197,15 @@ class Ingestor:
         if seg.partial:
             await self.on_event("segment.partial", seg.camera, {"segment": row.id, "start": start, "end": end})
         return row
+
+
+def _skeleton(path: Path, seg: ClosedSegment) -> bytes | None:
+    """The segment's boxes without media (clips are planned from them); None if it is no readable fMP4.
+
+    Never a reason to hold a segment back: a clip of a segment without one reads it whole.
+    """
+    try:
+        return skeleton(path.read_bytes(), partial=seg.partial)
+    except (Mp4Error, OSError) as e:
+        log.warning("camera %s: %s: no clip skeleton (%s); clips will read it whole", seg.camera, seg.file, e)
+        return None

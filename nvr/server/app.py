@@ -34,8 +34,10 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from pathlib import Path
 
 from aiohttp import web
 
@@ -43,8 +45,10 @@ from nvr import __version__
 from nvr.api.app import SERVER_OPTIONS, build_app
 from nvr.api.auth import create_token
 from nvr.api.deps import ClipSettings, Services
+from nvr.api.limits import ConcurrencyLimit
 from nvr.api.metrics import HttpMetrics, MetricsSources
-from nvr.base.errors import NvrError
+from nvr.api.urltokens import SECRET_BYTES, UrlSigner
+from nvr.base.errors import Kind, NvrError
 from nvr.base.ffmpeg import find_ffmpeg
 from nvr.base.pulse import Pulse
 from nvr.base.tasks import TaskOwner
@@ -74,6 +78,9 @@ log = logging.getLogger("nvr.app")
 DRAIN_SECONDS = 10.0
 # How long a start waits for the ledger gate before returning anyway (it goes on in the background).
 READY_WAIT = 5.0
+# The secret that signs URL tokens (nvr.api.urltokens), in the data dir. Not footage's keys: losing it
+# only ends the links it signed, so it needs no backup and is not in the keyring.
+URL_TOKEN_KEY = "url-token.key"
 
 
 class NvrServer:
@@ -102,6 +109,7 @@ class NvrServer:
         self.exports: ExportService | None = None
         self.retention: RetentionService | None = None
         self.app: web.Application | None = None  # the API, once started
+        self.url_signer: UrlSigner | None = None  # signs the API's URL tokens, from the data dir's secret
         self.ledger_ready = asyncio.Event()  # set once the gate let the ledger writers start
         self.tasks: list[TaskOwner] = []  # every owner of this server's long-lived tasks, in start order
         self._checkpoints_started = False
@@ -239,6 +247,8 @@ class NvrServer:
         await self.exports.start()
         stack.push_async_callback(self.exports.stop)
 
+        self.url_signer = UrlSigner(await asyncio.to_thread(url_token_secret, cfg.data_dir / URL_TOKEN_KEY),
+                                    ttl_ms=round(cfg.server.link_ttl_seconds * 1000))
         self.app = build_app(self._services())
         runner = web.AppRunner(self.app, access_log=None, **SERVER_OPTIONS)
         await runner.setup()
@@ -305,7 +315,7 @@ class NvrServer:
         b = self.backend
         assert b is not None and self.audit is not None and self.cameras is not None and self.recorders is not None
         assert self.ingest is not None and self.spoolwatch is not None and self.retention is not None
-        assert self.exports is not None and self.checkpoints is not None
+        assert self.exports is not None and self.checkpoints is not None and self.url_signer is not None
         return Services(
             index=b.index, store=b.store, keyring=b.keyring, audit=self.audit, cameras=self.cameras,
             recorders=self.recorders, spool=self.spool, read_segment=self.read_segment, status=self.status,
@@ -313,8 +323,11 @@ class NvrServer:
                                    cameras=self.cameras, retention=self.retention, http=self.metrics,
                                    status=self.status),
             clips=ClipSettings(ffmpeg=self.ffmpeg, tmp_dir=self.clip_tmp,
-                               max_seconds=self.cfg.server.max_clip_seconds),
+                               max_seconds=self.cfg.server.max_clip_seconds,
+                               concurrency=ConcurrencyLimit("clips", self.cfg.server.clips,
+                                                            self.cfg.server.clips_per_token)),
             retention=self.retention, exports=self.exports, checkpoints=self.checkpoints,
+            url_signer=self.url_signer,
         )
 
     async def _drain(self) -> None:
@@ -391,6 +404,34 @@ class NvrServer:
             "retention": self.retention.status() if self.retention is not None else None,
             "alarms": self.alarms(),
         }
+
+
+def url_token_secret(path: Path) -> bytes:
+    """The URL-token secret in ``path``, created once (32 random bytes, mode 0600 from the first byte on).
+
+    A file readable by others, or not of 32 bytes, is refused: anyone who reads it can sign links.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made by an earlier start (or by another process just now): read it below
+    else:
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.info("created the URL-token secret %s (mode 0600)", path)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise NvrError(f"{path} has mode {mode:04o}; the URL-token secret must be readable by its owner only "
+                       "(chmod 600)", kind=Kind.MISCONFIGURED)
+    with open(path, "rb") as f:
+        data = f.read(SECRET_BYTES + 1)
+    if len(data) != SECRET_BYTES:
+        raise NvrError(f"{path} holds {len(data)} bytes, a URL-token secret is {SECRET_BYTES}: remove it (links "
+                       "signed with it stop working) and restart", kind=Kind.MISCONFIGURED)
+    return data
 
 
 def _demo_token(index) -> str:

@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from nvr.base.errors import Kind, NvrError
-from nvr.playback.mp4.boxes import (
+from nvr.base.mp4.boxes import (
     Box,
     Mp4Error,
     Reader,

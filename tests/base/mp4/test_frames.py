@@ -6,9 +6,9 @@ from fractions import Fraction
 
 import pytest
 
-from nvr.playback.mp4 import frame_times, iter_clip, plan_clip
-from tests.playback.mp4 import media
-from tests.playback.mp4.media import W0
+from nvr.base.mp4 import frame_times, iter_clip, plan_clip
+from tests.base.mp4 import media
+from tests.base.mp4.media import W0
 
 
 def test_segment_without_edit_list(made):

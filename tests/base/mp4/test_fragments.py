@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from nvr.playback.mp4 import Mp4Error, parse_segment
-from nvr.playback.mp4.fragments import TFHD_BASE_DATA_OFFSET
-from tests.playback.mp4 import media
+from nvr.base.mp4 import Mp4Error, parse_segment
+from nvr.base.mp4.fragments import TFHD_BASE_DATA_OFFSET
+from tests.base.mp4 import media
 
 
 @pytest.mark.parametrize(("name", "tracks"), [

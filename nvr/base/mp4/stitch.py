@@ -38,11 +38,11 @@ from fractions import Fraction
 from typing import NamedTuple
 
 from nvr.base.errors import NotFound
-from nvr.playback.mp4.boxes import Mp4Error
-from nvr.playback.mp4.fragments import Fragment, Segment, lead_traf
-from nvr.playback.mp4.initseg import TrackInit, build_init, hvc1_entry
-from nvr.playback.mp4.moov import Edit, entry_key
-from nvr.playback.mp4.rewrite import fragment_size, prft, rewrite_moof
+from nvr.base.mp4.boxes import Mp4Error
+from nvr.base.mp4.fragments import Fragment, Segment, lead_traf
+from nvr.base.mp4.initseg import TrackInit, build_init, hvc1_entry
+from nvr.base.mp4.moov import Edit, entry_key
+from nvr.base.mp4.rewrite import fragment_size, prft, rewrite_moof
 
 CHUNK = 256 * 1024
 

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from nvr.playback.mp4 import Mp4Error, parse_segment
-from nvr.playback.mp4.boxes import box, full_box, iter_boxes
-from nvr.playback.mp4.moov import entry_key, parameter_sets_in_hvcc, parse_elst
+from nvr.base.mp4 import Mp4Error, parse_segment
+from nvr.base.mp4.boxes import box, full_box, iter_boxes
+from nvr.base.mp4.moov import entry_key, parameter_sets_in_hvcc, parse_elst
 
 
 def entry(made, name: str, track: int = 0) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 import imageio_ffmpeg
 
 from nvr.base.ffmpeg import FMP4_FLAGS
-from nvr.playback.mp4 import PlacedSegment, parse_segment
+from nvr.base.mp4 import PlacedSegment, parse_segment
 
 ENCODER = imageio_ffmpeg.get_ffmpeg_exe()
 # Debian's ffmpeg checks the output when installed: a build other than the one that wrote the segments.

@@ -12,8 +12,8 @@ import math
 from collections.abc import Mapping
 from fractions import Fraction
 
-from nvr.playback.mp4.boxes import Mp4Error, box, full_box, i32, iter_boxes, u32, u64
-from nvr.playback.mp4.fragments import TFHD_DESCRIPTION_INDEX, Fragment, Traf
+from nvr.base.mp4.boxes import Mp4Error, box, full_box, i32, iter_boxes, u32, u64
+from nvr.base.mp4.fragments import TFHD_DESCRIPTION_INDEX, Fragment, Traf
 
 TFDT_V1_SIZE = 20  # header 8, version and flags 4, 64-bit decode time 8
 MFHD_SIZE = 16

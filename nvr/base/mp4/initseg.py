@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from nvr.playback.mp4.boxes import Box, Mp4Error, box, children, full_box, i64, iter_boxes, u32, u64
-from nvr.playback.mp4.moov import Edit, Init, parameter_sets_in_hvcc
+from nvr.base.mp4.boxes import Box, Mp4Error, box, children, full_box, i64, iter_boxes, u32, u64
+from nvr.base.mp4.moov import Edit, Init, parameter_sets_in_hvcc
 
 _RATE_1 = b"\x00\x01\x00\x00"  # media_rate 1.0: integer 1, fraction 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.playback.mp4 import media
+from tests.base.mp4 import media
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from nvr.playback.mp4.boxes import Reader, iter_boxes
-from nvr.playback.mp4.fragments import parse_segment
-from nvr.playback.mp4.moov import Track
-from nvr.playback.mp4.rewrite import ntp_to_ms
+from nvr.base.mp4.boxes import Reader, iter_boxes
+from nvr.base.mp4.fragments import parse_segment
+from nvr.base.mp4.moov import Track
+from nvr.base.mp4.rewrite import ntp_to_ms
 
 
 @dataclass(frozen=True)

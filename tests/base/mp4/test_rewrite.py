@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from nvr.playback.mp4 import Mp4Error, parse_segment
-from nvr.playback.mp4.boxes import box, full_box, iter_boxes
-from nvr.playback.mp4.fragments import TFHD_DESCRIPTION_INDEX, Segment
-from nvr.playback.mp4.rewrite import (
+from nvr.base.mp4 import Mp4Error, parse_segment
+from nvr.base.mp4.boxes import box, full_box, iter_boxes
+from nvr.base.mp4.fragments import TFHD_DESCRIPTION_INDEX, Segment
+from nvr.base.mp4.rewrite import (
     PRFT_SIZE,
     fragment_size,
     moof_size,
@@ -19,7 +19,7 @@ from nvr.playback.mp4.rewrite import (
     prft,
     rewrite_moof,
 )
-from tests.playback.mp4 import media
+from tests.base.mp4 import media
 
 
 def downgrade(d: bytes) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nvr.base.errors import NotFound
-from nvr.playback.mp4 import (
+from nvr.base.mp4 import (
     Mp4Error,
     StitchPlan,
     iter_clip,
@@ -17,8 +17,8 @@ from nvr.playback.mp4 import (
     plan_clip,
     producer_times,
 )
-from tests.playback.mp4 import media
-from tests.playback.mp4.media import W0
+from tests.base.mp4 import media
+from tests.base.mp4.media import W0
 
 FRAME_S = 0.1  # every test source runs at 10 fps
 

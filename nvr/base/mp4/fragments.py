@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nvr.playback.mp4.boxes import Box, Mp4Error, Reader, children, fourcc, iter_boxes, only
-from nvr.playback.mp4.moov import Init, Track, parse_init
+from nvr.base.mp4.boxes import Box, Mp4Error, Reader, children, fourcc, iter_boxes, only
+from nvr.base.mp4.moov import Init, Track, parse_init
 
 # tfhd flags (ISO/IEC 14496-12 8.8.7)
 TFHD_BASE_DATA_OFFSET = 0x000001

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nvr.playback.mp4.boxes import Box, Mp4Error, Reader, children, fourcc, iter_boxes, only
+from nvr.base.mp4.boxes import Box, Mp4Error, Reader, children, fourcc, iter_boxes, only
 
 HEVC = (b"hev1", b"hvc1")
 # Sample entries that start with the VisualSampleEntry fields (width and height at a fixed place).

@@ -6,11 +6,11 @@ import struct
 
 import pytest
 
-from nvr.playback.mp4 import Mp4Error, parse_segment
-from nvr.playback.mp4.boxes import children, iter_boxes
-from nvr.playback.mp4.initseg import TrackInit, build_init, hvc1_entry
-from nvr.playback.mp4.moov import Edit, parse_init
-from tests.playback.mp4.test_moov import _hvcc_with
+from nvr.base.mp4 import Mp4Error, parse_segment
+from nvr.base.mp4.boxes import children, iter_boxes
+from nvr.base.mp4.initseg import TrackInit, build_init, hvc1_entry
+from nvr.base.mp4.moov import Edit, parse_init
+from tests.base.mp4.test_moov import _hvcc_with
 
 
 def fields(data: bytes) -> dict[str, list[tuple[int, int]]]:
