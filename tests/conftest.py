@@ -23,6 +23,8 @@ from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
 # Time-coded cameras: every frame shows its capture time (tests/support/timecode.py decodes it).
 TIMECODED = ("tc1", "tc2")
+# The clip with a live tone in each audio codec cameras send (mount -> codec).
+AUDIO = {"acam": "aac", "pcma": "pcma", "pcmu": "pcmu"}
 _bucket_ids = itertools.count(1)
 
 
@@ -61,8 +63,10 @@ def rtsp(clip) -> RtspSimulator:
         if os.environ.get("CI"):
             pytest.fail(f"GStreamer RTSP server unavailable in CI: {reason}")
         pytest.skip(f"GStreamer RTSP server unavailable: {reason}")
+    # Missing audio elements cost only the audio mounts (tests/recording/test_audio.py skips), not every camera.
+    audio = AUDIO if gst_available(audio=tuple(AUDIO.values())) is None else {}
     sim = RtspSimulator()
-    sim.start(mounts=MOUNTS, clip=clip, timecoded=TIMECODED)
+    sim.start(mounts=MOUNTS, clip=clip, timecoded=TIMECODED, audio=audio)
     yield sim
     sim.stop()
 

@@ -22,6 +22,7 @@ SPOOL_FORMAT_OPTIONS = f"{FMP4_FLAGS}:flush_packets=1"
 # stacked a step back's frames one tick apart ("Non-monotonic DTS") and a 15 s step froze the stream time
 # for 15 s. 2 s is above the frame interval of the slowest cameras (1 fps, "smart" variable-rate codecs);
 # a longer real pause is caught by the placement check at the segment's end (see docs/timing.md).
+SEGMENT_TIME_DELTA = 0.05  # seconds: under a frame at 20 fps, far under any camera's GOP
 MAX_FRAME_STEP = 2.0
 NOMINAL_FRAME = 0.04
 _STEP = "(DTS-PREV_INDTS)"
@@ -119,6 +120,9 @@ def record_command(
         segment_format_options=SPOOL_FORMAT_OPTIONS,
         segment_list="pipe:1",
         segment_list_type="csv",
+        # A keyframe a tick before the cut time still starts the segment: without this a one-tick wobble
+        # of the camera's timestamps moved a cut by a whole GOP (1 s and 3 s segments instead of 2 s).
+        segment_time_delta=f"{SEGMENT_TIME_DELTA:g}",
         reset_timestamps=1,
         **codec,
     )

@@ -318,8 +318,17 @@ class CameraRecorder:
             if rc != 0 and not self._stop.is_set():
                 log.warning("camera %s: ffmpeg exited with %d: %s", cam, rc, self.status.last_error or "(no message)")
             self.on_change()
+            if self._restart_reason == "audio":
+                # The run failed writing its first header: its empty file held nothing, no loss to report.
+                await asyncio.to_thread(self._remove_empty, run)
             # Whatever this run left without a segment-list line is a partial segment: ingest it now.
             await self.recover(cam)
+
+    def _remove_empty(self, run: str) -> None:
+        for path in self.spool.camera_dir(self.camera.id).glob(f"{run}-*.mp4"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_size == 0:
+                    path.unlink()
 
     async def _watch(self, reader: asyncio.Task) -> str:
         """Wait for the run to end: 'exited', 'stopping', 'stalled', or a restart reason."""

@@ -9,7 +9,6 @@ import subprocess
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
-import imageio_ffmpeg
 import pytest
 
 from nvr.api.auth import create_token
@@ -23,11 +22,12 @@ from nvr.server.app import URL_TOKEN_KEY
 from tests.api.conftest import A, B
 from tests.api.support import problem_of
 from tests.conftest import wait_segments
+from tests.support.rtsp import independent_ffmpeg
 from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()  # the wheel's build: not the one the server may use
+FFMPEG = independent_ffmpeg()  # Debian's build where installed: not the one the server records with
 FPS = 15  # the simulator's clip
 
 

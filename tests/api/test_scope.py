@@ -54,6 +54,7 @@ class Walk:
             "RetentionRules": [{"cameras": {B: rule}}],
             "RetentionRule": [rule],
             "RetentionPreviewRequest": [{"rules": {"cameras": {B: rule}}}, {}],
+            "VodLinkCreate": [{"start": start, "end": end}],
         }
 
     def requests(self, route: Route) -> list[tuple[str, dict[str, Any] | None]]:

@@ -13,7 +13,7 @@ from nvr.api.auth import create_token
 from nvr.base.mp4 import producer_times
 from nvr.base.times import ms_to_rfc3339, now_ms
 from tests.conftest import make_config, running, wait_segments
-from tests.support.rtsp import ffmpeg_exe
+from tests.support.rtsp import ffmpeg_exe, independent_ffmpeg
 from tests.support.s3proxy import S3Proxy
 from tests.support.timecode import read_frames
 
@@ -72,7 +72,7 @@ async def test_a_clip_keeps_the_hole_starts_at_the_instant_and_every_frame_shows
         watcher.wait(10)
 
     # An independent decoder has nothing to say: no DTS warning at any join, no error.
-    check = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "warning", "-i", str(clip), "-f", "null", "-"],
+    check = subprocess.run([independent_ffmpeg(), "-hide_banner", "-v", "warning", "-i", str(clip), "-f", "null", "-"],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and check.stderr == "", check.stderr
     frames = [f for f in read_frames(clip) if f.wall_ms is not None]

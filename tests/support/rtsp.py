@@ -8,18 +8,38 @@ time-coded mounts are read back with ``tests.support.timecode``.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Debian's ffprobe, when installed: a build independent of the ffmpeg wheel the recorder runs.
+SYSTEM_FFPROBE = "/usr/bin/ffprobe"
+SYSTEM_FFMPEG = "/usr/bin/ffmpeg"
+
+
+def independent_ffmpeg() -> str:
+    """Debian's ffmpeg (scripts/test installs it), to check footage with a decoder nvr does not record with.
+
+    Falls back to the wheel's build where Debian's is absent (a developer's machine without it).
+    """
+    return SYSTEM_FFMPEG if os.access(SYSTEM_FFMPEG, os.X_OK) else ffmpeg_exe()
 SIM_SCRIPT = Path(__file__).with_name("rtsp_sim.py")
 DEFAULT_MOUNTS = ("cam1", "cam2", "cam3")
+# Codecs of the simulator's audio mounts (rtsp_sim.AUDIO_CODECS), with the
+# GStreamer elements each needs and the name ffmpeg gives the codec.
+AUDIO_CODECS = {
+    "aac": (("audiotestsrc", "voaacenc", "rtpmp4gpay"), "aac"),
+    "pcma": (("audiotestsrc", "alawenc", "rtppcmapay"), "pcm_alaw"),
+    "pcmu": (("audiotestsrc", "mulawenc", "rtppcmupay"), "pcm_mulaw"),
+}
 TIMECODE_SIZE = (320, 240)
 
 START_TIMEOUT = 20.0
@@ -34,6 +54,72 @@ def ffmpeg_exe() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def probe_streams(source: str | Path, *, seconds: float = 1.0, timeout: float = 30) -> list[dict]:
+    """The streams of a media file or RTSP URL (over TCP), each ``{"codec_type", "codec_name", ...}``.
+
+    Read by Debian's ffprobe (``-show_streams``) when it is installed, else
+    by the ffmpeg wheel, copying ``seconds`` of packets (a whole file is
+    read to its end) into ``framecrc``, whose header names every stream's
+    codec.  Either way a stream may also have ``sample_rate`` (int) and
+    ``duration`` (float seconds; from the packets with ffmpeg).
+    """
+    source = str(source)
+    net = ["-rtsp_transport", "tcp"] if source.startswith("rtsp") else []
+    if os.access(SYSTEM_FFPROBE, os.X_OK):
+        result = subprocess.run(
+            [SYSTEM_FFPROBE, "-v", "error", *net, "-show_streams", "-of", "json", source],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"ffprobe {source} failed: {result.stderr}")
+        streams = json.loads(result.stdout)["streams"]
+        for stream in streams:
+            for key, kind in (("sample_rate", int), ("duration", float)):
+                if key in stream:
+                    stream[key] = kind(stream[key])
+        return streams
+    limit = ["-t", f"{seconds:g}"] if net else []
+    result = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", *net, "-i", source, *limit,
+         "-map", "0", "-c", "copy", "-f", "framecrc", "-"],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg reading {source} failed: {result.stderr}")
+    return _framecrc_streams(result.stdout)
+
+
+def _framecrc_streams(text: str) -> list[dict]:
+    """ffprobe-like stream dicts from ffmpeg's ``framecrc`` output (a header, then a line per packet)."""
+    header: dict[int, dict[str, str]] = {}
+    spans: dict[int, list[int]] = {}  # stream -> [first pts, end of the last packet]
+    for line in text.splitlines():
+        if line.startswith("#"):
+            key, _, value = line[1:].partition(":")
+            name, _, index = key.rpartition(" ")
+            if index.isdigit():
+                header.setdefault(int(index), {})[name] = value.strip()
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4 or not fields[0].isdigit():
+            continue
+        stream, pts, duration = int(fields[0]), int(fields[2]), int(fields[3])
+        span = spans.setdefault(stream, [pts, pts + duration])
+        span[0], span[1] = min(span[0], pts), max(span[1], pts + duration)
+    streams = []
+    for index, fields in sorted(header.items()):
+        if "media_type" not in fields:
+            continue  # "#extradata N" alone
+        stream = {"index": index, "codec_type": fields["media_type"], "codec_name": fields.get("codec_id")}
+        if "sample_rate" in fields:
+            stream["sample_rate"] = int(fields["sample_rate"])
+        if index in spans and "tb" in fields:
+            first, end = spans[index]
+            stream["duration"] = float((end - first) * Fraction(fields["tb"]))
+        streams.append(stream)
+    return streams
 
 
 def make_clip(
@@ -84,11 +170,13 @@ def make_clip(
     return path
 
 
-def gst_available(*, timecoded: bool = False) -> str | None:
-    """None if the simulator can run here (with time-coded mounts if asked), else why not."""
+def gst_available(*, timecoded: bool = False, audio: Sequence[str] = ()) -> str | None:
+    """None if the simulator can run here (with time-coded mounts and ``audio`` codecs if asked), else why not."""
     elements = ["multifilesrc", "h264parse", "rtph264pay"]
     if timecoded:
         elements += ["appsrc", "x264enc"]
+    for codec in audio:
+        elements += [e for e in AUDIO_CODECS[codec][0] if e not in elements]
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return f"{SYSTEM_PYTHON} not found"
     probe = (
@@ -133,12 +221,16 @@ class RtspSimulator:
             sim.jump("tc1", -3)              # RTP time steps back 3 s
             sim.pause("tc1", 2, reset=True)  # 2 s without frames, then RTP time from 0
             sim.freeze("tc1", 5)             # 5 s without RTP or RTCP
+
+        with RtspSimulator().start(mounts=(), clip=clip, audio={"door": "pcma"}) as sim:
+            url = sim.url("door")            # the clip plus a G.711 A-law tone
     """
 
     def __init__(self) -> None:
         self.port: int | None = None
         self.mounts: tuple[str, ...] = ()
         self.timecoded: tuple[str, ...] = ()
+        self.audio: dict[str, str] = {}  # audio mount -> codec
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -156,6 +248,7 @@ class RtspSimulator:
         fps: int = 15,
         timecoded: Sequence[str] = (),
         size: tuple[int, int] = TIMECODE_SIZE,
+        audio: Mapping[str, str] = {},
     ) -> RtspSimulator:
         """Launch the simulator and wait until it listens.
 
@@ -165,24 +258,35 @@ class RtspSimulator:
         H.264 stream encoded at ``fps`` (see ``make_clip``); it is needed
         only when ``mounts`` is not empty.  ``timecoded`` names further
         mounts serving live time-coded frames of ``size`` at ``fps``, the
-        only ones that take ``jump``, ``pause`` and ``freeze``.
-        ``self.mounts`` lists all mounts, clip mounts first.
+        only ones that take ``jump``, ``pause`` and ``freeze``.  ``audio``
+        maps further mounts to an audio codec (``aac``, ``pcma`` or
+        ``pcmu``, see ``AUDIO_CODECS``): they loop the clip too, with a live
+        tone in that codec as a second stream.  ``self.mounts`` lists all
+        mounts: clip, time-coded, then audio mounts.
         """
         if self._proc is not None:
             raise RtspSimulatorError("simulator already started")
-        if clip is None and mounts:
-            raise ValueError("clip is required for clip mounts (see make_clip)")
-        self.mounts = (*mounts, *timecoded)
+        if clip is None and (mounts or audio):
+            raise ValueError("clip is required for clip and audio mounts (see make_clip)")
+        unknown = sorted(set(audio.values()) - set(AUDIO_CODECS))
+        if unknown:
+            raise ValueError(f"unknown audio codecs {unknown}, known: {list(AUDIO_CODECS)}")
+        self.mounts = (*mounts, *timecoded, *audio)
         self.timecoded = tuple(timecoded)
+        self.audio = dict(audio)
         self._lines = queue.Queue()
         self._stderr_tail.clear()
         args = [
             SYSTEM_PYTHON, str(SIM_SCRIPT), "--port", str(port or 0), "--fps", str(fps),
         ]  # fmt: skip
+        if mounts or audio:
+            args += ["--clip", str(clip)]
         if mounts:
-            args += ["--clip", str(clip), "--mounts", ",".join(mounts)]
+            args += ["--mounts", ",".join(mounts)]
         if timecoded:
             args += ["--timecoded", ",".join(timecoded), "--size", "{}x{}".format(*size)]
+        if audio:
+            args += ["--audio", ",".join(f"{m}:{c}" for m, c in audio.items())]
         self._proc = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,

@@ -4,11 +4,13 @@
 One module: it is a script run by Debian's ``/usr/bin/python3``, outside the
 project's packages, and imports only ``timecode.py`` next to it.
 
-Serves one pre-encoded H.264 clip, looped forever, on several mounts, and
-live time-coded H.264 on others::
+Serves one pre-encoded H.264 clip, looped forever, on several mounts, the
+same clip with a live audio track on others, and live time-coded H.264 on
+others still::
 
     /usr/bin/python3 tests/support/rtsp_sim.py --port 8554 --clip clip.h264 \\
-        --mounts cam1,cam2,cam3 [--fps 15] [--timecoded tc1,tc2 [--size 320x240]]
+        --mounts cam1,cam2,cam3 [--fps 15] [--timecoded tc1,tc2 [--size 320x240]] \\
+        [--audio acam:aac,pcma:pcma,pcmu:pcmu]
 
 Each mount is available at ``rtsp://127.0.0.1:PORT/<mount>`` (RTP over UDP or
 interleaved TCP).  Media factories are shared: each mount runs a single
@@ -20,6 +22,22 @@ Clip mounts (``--mounts``): nothing is decoded or re-encoded.
 from the framerate in the caps, so timestamps keep increasing across loop
 boundaries, and the server's sinks sync on the clock, which paces the stream
 in real time.
+
+Audio mounts (``--audio NAME:CODEC,...``): the clip as on a clip mount,
+plus a second stream (``pay1``) of a live 440 Hz sine, mono, in CODEC:
+
+``aac``
+    16 kHz, ``voaacenc`` at 32 kbit/s, sent as RFC 3640 ``mpeg4-generic``
+    (``rtpmp4gpay``), as cameras send AAC.
+``pcma`` / ``pcmu``
+    G.711 A-law / mu-law at 8 kHz (``alawenc``/``mulawenc``,
+    ``rtppcmapay``/``rtppcmupay``, static payload types 8 and 0), which
+    MP4 cannot carry: what makes a recorder transcode.
+
+``audiotestsrc is-live=true`` stamps the tone with the pipeline's running
+time, so it is paced by the clock as the clip is, and both tracks start
+together.  Audio mounts drop and restore like the others; they take no
+fault commands.
 
 Time-coded mounts (``--timecoded``, no clip needed): a thread per pipeline
 draws ``--fps`` frames a second, each showing its capture wall time as
@@ -57,7 +75,8 @@ bound port, so ``--port 0`` lets the kernel pick a free one.  The simulator
 exits cleanly on ``quit``, on SIGTERM/SIGINT and when stdin is closed.
 
 Runs with Debian's ``/usr/bin/python3`` (python3-gi and
-gir1.2-gst-rtsp-server-1.0; x264enc comes with gstreamer1.0-plugins-ugly);
+gir1.2-gst-rtsp-server-1.0; x264enc comes with gstreamer1.0-plugins-ugly,
+voaacenc with -bad, the G.711 encoders and all payloaders with -good);
 uses nothing outside the stdlib, ``gi`` and ``timecode.py``.
 """
 
@@ -101,6 +120,12 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         self.set_shared(True)
 
     def do_create_element(self, url):
+        bin_ = Gst.Bin.new("clip")
+        self._add_clip(bin_)
+        return bin_
+
+    def _add_clip(self, bin_) -> None:
+        """Add the clip's chain, ending in the payloader ``pay0``, to ``bin_``."""
         # Built element by element rather than from a launch string so that
         # the clip path needs no launch-syntax quoting.
         src = Gst.ElementFactory.make("multifilesrc", "src")
@@ -124,13 +149,79 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         # the payloader insert more would be redundant, and it inserts them
         # before every IDR slice, which makes ffmpeg split multi-slice frames.
         pay.set_property("config-interval", 0)
+        _add_chain(bin_, (src, parse, pay))
 
-        bin_ = Gst.Bin.new("clip")
-        for element in (src, parse, pay):
-            bin_.add(element)
-        src.link(parse)
-        parse.link(pay)
+
+# Audio codec of an --audio mount: (sample rate, encoder, its properties, payloader, payload type).
+# AAC goes out as RFC 3640 mpeg4-generic (rtpmp4gpay), what cameras send and
+# ffmpeg's RTSP demuxer reads; G.711 with its static payload types (RFC 3551).
+AUDIO_CODECS: dict[str, tuple[int, str, dict[str, object], str, int]] = {
+    "aac": (16000, "voaacenc", {"bitrate": 32000}, "rtpmp4gpay", 97),
+    "pcma": (8000, "alawenc", {}, "rtppcmapay", 8),
+    "pcmu": (8000, "mulawenc", {}, "rtppcmupay", 0),
+}
+AUDIO_TONE_HZ = 440.0
+# 20 ms of audio a buffer and so an RTP packet, the usual ptime of cameras.
+AUDIO_BUFFER_MS = 20
+
+
+class AudioClipFactory(ClipFactory):
+    """Shared media factory: the looped clip as ``pay0`` plus a live sine tone as ``pay1``."""
+
+    def __init__(self, clip: Path, fps: int, codec: str) -> None:
+        super().__init__(clip, fps)
+        self._codec = codec
+
+    def do_create_element(self, url):
+        bin_ = Gst.Bin.new("audioclip")
+        self._add_clip(bin_)
+        rate, encoder, props, payloader, pt = AUDIO_CODECS[self._codec]
+        src = Gst.ElementFactory.make("audiotestsrc", "asrc")
+        # Live, so it is timestamped with the running time and paced like the
+        # clip, whose buffers the server's sinks sync on the same clock.
+        src.set_property("is-live", True)
+        src.set_property("freq", AUDIO_TONE_HZ)
+        src.set_property("volume", 0.3)
+        src.set_property("samplesperbuffer", rate * AUDIO_BUFFER_MS // 1000)
+        caps = Gst.ElementFactory.make("capsfilter", "acaps")
+        caps.set_property(
+            "caps", Gst.Caps.from_string(f"audio/x-raw,format=S16LE,rate={rate},channels=1")
+        )
+        enc = Gst.ElementFactory.make(encoder, "aenc")
+        for name, value in props.items():
+            enc.set_property(name, value)
+        pay = Gst.ElementFactory.make(payloader, "pay1")
+        pay.set_property("pt", pt)
+        _add_chain(bin_, (src, caps, enc, pay))
+        # A live camera cannot seek.  Left seekable (the clip and audiotestsrc
+        # both are), the media obeys the "Range: npt=0-" of every PLAY: a
+        # client joining the shared media restarted it for all its clients,
+        # resetting the running time, so the RTCP sender reports mapped RTP
+        # time to wall time a few seconds off from then on, and ffmpeg, which
+        # times a multi-stream session by those reports, jumped ahead by as
+        # much.  Failing the seeking query makes the media not seekable, so
+        # PLAY leaves it alone.
+        for name in ("pay0", "pay1"):
+            bin_.get_by_name(name).get_static_pad("src").add_probe(
+                Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking
+            )
         return bin_
+
+
+def _refuse_seeking(pad, info):
+    """Pad probe: fail SEEKING queries, so that the server takes the media for unseekable."""
+    if info.get_query().type == Gst.QueryType.SEEKING:
+        return Gst.PadProbeReturn.DROP
+    return Gst.PadProbeReturn.OK
+
+
+def _add_chain(bin_, chain: Sequence) -> None:
+    """Add the elements of ``chain`` to ``bin_`` and link them in order."""
+    for element in chain:
+        bin_.add(element)
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        if not upstream.link(downstream):
+            raise RuntimeError(f"cannot link {upstream.get_name()} to {downstream.get_name()}")
 
 
 def _pts_from_dts(pad, info):
@@ -385,7 +476,7 @@ def _pads(element) -> list:
 
 
 class Simulator:
-    """RTSP server with one shared clip factory per mount and a stdin console."""
+    """RTSP server with one shared media factory per mount and a stdin console."""
 
     def __init__(
         self,
@@ -396,6 +487,7 @@ class Simulator:
         timecoded: Sequence[str] = (),
         size: tuple[int, int] = DEFAULT_SIZE,
         bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
+        audio: dict[str, str] | None = None,
     ) -> None:
         self.loop = GLib.MainLoop()
         self.server = GstRtspServer.RTSPServer()
@@ -404,6 +496,7 @@ class Simulator:
         self.mount_points = self.server.get_mount_points()
         self.factories = {m: ClipFactory(clip, fps) for m in mounts}
         self.factories.update({m: TimecodeFactory(fps, size, bitrate_kbps) for m in timecoded})
+        self.factories.update({m: AudioClipFactory(clip, fps, c) for m, c in (audio or {}).items()})
         self.dropped: set[str] = set()
         for mount, factory in self.factories.items():
             self.mount_points.add_factory(f"/{mount}", factory)
@@ -546,21 +639,27 @@ def main() -> int:
     parser.add_argument(
         "--bitrate", type=int, default=DEFAULT_BITRATE_KBPS, help="time-code bitrate, kbit/s"
     )
+    parser.add_argument(
+        "--audio", default="",
+        help=f"comma-separated NAME:CODEC clip mounts with audio, CODEC one of {', '.join(AUDIO_CODECS)}",
+    )
     args = parser.parse_args()
 
     mounts = [m for m in args.mounts.split(",") if m]
     timecoded = [m for m in args.timecoded.split(",") if m]
-    if not mounts and not timecoded:
-        parser.error("--mounts, --timecoded: at least one mount is required")
-    if len(set(mounts + timecoded)) != len(mounts + timecoded):
-        parser.error("--mounts, --timecoded: mount names must be unique")
+    audio = _parse_audio(parser, args.audio)
+    names = mounts + timecoded + list(audio)
+    if not names:
+        parser.error("--mounts, --timecoded, --audio: at least one mount is required")
+    if len(set(names)) != len(names) or len(audio) != len([a for a in args.audio.split(",") if a]):
+        parser.error("--mounts, --timecoded, --audio: mount names must be unique")
     if args.fps <= 0:
         parser.error("--fps: must be positive")
     size = _parse_size(parser, args.size)
     clip = None
-    if mounts:
+    if mounts or audio:
         if args.clip is None:
-            parser.error("--clip: required with --mounts")
+            parser.error("--clip: required with --mounts and --audio")
         try:
             with args.clip.open("rb") as f:
                 head = f.read(4)
@@ -572,8 +671,24 @@ def main() -> int:
         clip = args.clip.resolve()
 
     Gst.init(None)
-    Simulator(args.port, clip, mounts, args.fps, timecoded, size, args.bitrate).run()
+    for codec in set(audio.values()):
+        _, encoder, _, payloader, _ = AUDIO_CODECS[codec]
+        missing = [e for e in (encoder, payloader) if Gst.ElementFactory.find(e) is None]
+        if missing:
+            parser.error(f"--audio: {codec} needs the GStreamer elements {', '.join(missing)}")
+    Simulator(args.port, clip, mounts, args.fps, timecoded, size, args.bitrate, audio).run()
     return 0
+
+
+def _parse_audio(parser: argparse.ArgumentParser, text: str) -> dict[str, str]:
+    """NAME:CODEC,... as {mount: codec}."""
+    audio = {}
+    for item in filter(None, text.split(",")):
+        mount, sep, codec = item.partition(":")
+        if not mount or not sep or codec not in AUDIO_CODECS:
+            parser.error(f"--audio: {item!r} is not NAME:CODEC with CODEC one of {', '.join(AUDIO_CODECS)}")
+        audio[mount] = codec
+    return audio
 
 
 def _parse_size(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:

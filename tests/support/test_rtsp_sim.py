@@ -7,17 +7,21 @@ import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from tests.support.rtsp import (
+    AUDIO_CODECS,
     RtspSimulator,
     RtspSimulatorError,
     ffmpeg_exe,
     gst_available,
     make_clip,
+    probe_streams,
 )
 from tests.support.timecode import Frame, frame_times, read_frames
 from tests.support.wait import until_while_running
@@ -56,8 +60,12 @@ def start_sim(clip: Path) -> Iterator[Callable[..., RtspSimulator]]:
     """Factory starting simulators on the test clip; all are stopped at teardown."""
     sims: list[RtspSimulator] = []
 
-    def start(mounts: tuple[str, ...], timecoded: tuple[str, ...] = ()) -> RtspSimulator:
-        sim = RtspSimulator().start(mounts=mounts, clip=clip, fps=FPS, timecoded=timecoded)
+    def start(
+        mounts: tuple[str, ...], timecoded: tuple[str, ...] = (), audio: dict[str, str] | None = None
+    ) -> RtspSimulator:
+        sim = RtspSimulator().start(
+            mounts=mounts, clip=clip, fps=FPS, timecoded=timecoded, audio=audio or {}
+        )
         sims.append(sim)
         return sim
 
@@ -420,3 +428,99 @@ def test_timecoded_pipeline_stops_with_its_last_client(start_sim, start_client, 
     time.sleep(1)
     assert cpu_seconds(sim.pid) - cpu_before < 0.05
     assert thread_count(sim.pid) <= idle_threads
+
+
+# mount -> codec, as in tests/conftest.py
+AUDIO = {"acam": "aac", "pcma": "pcma", "pcmu": "pcmu"}
+AUDIO_RATES = {"aac": 16000, "pcma": 8000, "pcmu": 8000}
+
+
+@pytest.fixture
+def _require_audio() -> None:
+    reason = gst_available(audio=tuple(AUDIO.values()))
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.mark.usefixtures("_require_audio")
+def test_audio_mounts_serve_the_clip_and_a_live_tone_in_their_codec(start_sim):
+    sim = start_sim(("cam1",), audio=AUDIO)
+    assert sim.mounts == ("cam1", *AUDIO) and sim.audio == AUDIO
+    # Read side by side: each pull takes its 2 s of real time.
+    with ThreadPoolExecutor(len(sim.mounts)) as pool:
+        probed = dict(zip(sim.mounts, pool.map(lambda m: probe_streams(sim.url(m), seconds=2), sim.mounts), strict=True))
+
+    assert [s["codec_type"] for s in probed["cam1"]] == ["video"]  # clip mounts stay silent
+    for mount, codec in AUDIO.items():
+        streams = {s["codec_type"]: s for s in probed[mount]}
+        assert set(streams) == {"video", "audio"}, (mount, probed[mount])
+        assert streams["video"]["codec_name"] == "h264"
+        audio = streams["audio"]
+        assert audio["codec_name"] == AUDIO_CODECS[codec][1], (mount, audio)
+        assert audio["sample_rate"] == AUDIO_RATES[codec]
+        if "duration" in audio:  # from the packets (ffmpeg); ffprobe reads only the SDP of a stream
+            # Live: as much audio as video, both paced by the clock.
+            assert audio["duration"] == pytest.approx(streams["video"]["duration"], abs=0.25), probed[mount]
+
+    with pytest.raises(RtspSimulatorError, match="err not a time-coded mount: pcma"):
+        sim.freeze("pcma", 1)
+    assert sim.drop("pcma") == "ok drop pcma closed=0"
+    assert sim.restore("pcma") == "ok restore pcma"
+    with pytest.raises(ValueError, match="unknown audio codecs"):
+        RtspSimulator().start(mounts=(), clip=Path("unused.h264"), audio={"x": "opus"})
+
+
+@pytest.mark.usefixtures("_require_audio")
+def test_a_client_joining_an_audio_mount_leaves_the_others_timing_alone(start_sim, tmp_path):
+    """A joining client's PLAY must not restart the shared media: ffmpeg would jump ahead.
+
+    With both tracks, ffmpeg times packets by the RTCP sender reports, and a
+    restarted media's reports map RTP time to wall time seconds off.
+    """
+    sim = start_sim((), audio={"pcma": "pcma"})
+    out, log = tmp_path / "first.crc", tmp_path / "first.log"
+    seconds = 9  # long enough for a sender report before the join and one after it
+    with log.open("w") as err:
+        first = subprocess.Popen(
+            [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-rtsp_transport", "tcp",
+             "-i", sim.url("pcma"), "-t", str(seconds), "-map", "0", "-c", "copy",
+             "-flush_packets", "1", "-f", "framecrc", str(out)],
+            stdin=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        until_while_running(first, lambda: _last_video_pts(out) >= 3, timeout=20, log=log, interval=0.1)
+        joined = probe_streams(sim.url("pcma"), seconds=1)
+        assert [s["codec_type"] for s in joined] == ["video", "audio"]
+        assert first.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+    packets = _packets(out.read_text())
+    for stream, pts in packets.items():
+        jumps = [b - a for a, b in zip(pts, pts[1:], strict=False) if not 0 <= b - a < 0.3]
+        assert not jumps, f"stream {stream} of the first client jumped by {jumps} s when another joined"
+        assert pts[-1] == pytest.approx(seconds, abs=0.3)
+
+
+def _packets(framecrc: str) -> dict[int, list[float]]:
+    """Each stream's packet pts in seconds, from ffmpeg's framecrc output."""
+    bases, packets = {}, {}
+    for line in framecrc.splitlines():
+        if line.startswith("#tb "):
+            index, _, base = line[4:].partition(":")
+            bases[int(index)] = Fraction(base.strip())
+        elif line and not line.startswith("#"):
+            stream, _, pts, *_ = (field.strip() for field in line.split(","))
+            packets.setdefault(int(stream), []).append(float(int(pts) * bases[int(stream)]))
+    return packets
+
+
+def _last_video_pts(path: Path) -> float:
+    """The newest video pts ``path`` holds so far, in s (0 while it has none)."""
+    try:
+        video = _packets(path.read_text()).get(0, [])
+    except (FileNotFoundError, KeyError, ValueError):  # not written yet, or a half-written line
+        return 0
+    return video[-1] if video else 0
