@@ -42,11 +42,11 @@ from nvr.base.mp4 import (
     Piece,
     PlacedSegment,
     Segment,
-    Track,
     parse_segment,
     plan_clip,
     render_head,
 )
+from nvr.base.mp4.frames import timeline_offset
 from nvr.base.mp4.initseg import TrackInit, build_init, hvc1_entry
 from nvr.base.mp4.moov import entry_key
 from nvr.base.times import ms_to_rfc3339
@@ -217,17 +217,6 @@ def init_segment(segment: Segment, start_ms: int, end_ms: int) -> bytes:
     return build_init(init, 0, {t.track_id: TrackInit(t.entries, (), 0) for t in init.tracks})
 
 
-def _presentation_offset(track: Track, movie_timescale: int) -> Fraction:
-    """Seconds from a sample's media time to its time in the clip (its edit list: a hole, or a skip)."""
-    offset = Fraction(0)
-    for edit in track.edits:
-        if edit.media_time == -1:
-            offset += Fraction(edit.duration, movie_timescale)
-        else:
-            return offset - Fraction(edit.media_time, track.timescale)
-    return offset
-
-
 @dataclass(frozen=True)
 class MediaPlan:
     """A media segment, decided: the rewritten pieces of the stored segment, and their total size."""
@@ -255,7 +244,7 @@ def plan_media(this: PlacedSegment, at_ms: int, after: PlacedSegment | None = No
     init = parse_segment(plan.init).init
     base = {}
     for t in init.tracks:
-        seconds = Fraction(origin_ms, 1000) + LEAD_S + _presentation_offset(t, init.movie_timescale)
+        seconds = Fraction(origin_ms, 1000) + LEAD_S + timeline_offset(t, init.movie_timescale)
         base[t.track_id] = math.floor(seconds * t.timescale + Fraction(1, 2))
     source = len(segments) - 1
     pieces = tuple(replace(p, decode_times=tuple((tid, t + base[tid]) for tid, t in p.decode_times),

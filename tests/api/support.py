@@ -7,6 +7,7 @@ route family or of the error mapping that need no cameras.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -53,6 +54,25 @@ async def problem_of(resp: aiohttp.ClientResponse, status: int, fragment: str = 
     assert resp.headers["Content-Type"].startswith("application/problem+json")
     assert problem["status"] == status and fragment in problem["detail"], problem
     return problem
+
+
+async def recorded_gap(api, rtsp, camera: str, mount: str) -> tuple[list, int]:
+    """Take ``camera``'s simulator ``mount`` away until ffmpeg restarts, bring it back, wait for footage after it.
+
+    Returns the camera's rows and the index of the first segment after the newest gap.
+    """
+    from tests.conftest import wait_segments  # the session fixtures' module, imported when used
+
+    srv = api.srv
+    status = srv.recorders.status(camera)
+    restarts = status.restarts
+    await asyncio.to_thread(rtsp.drop, mount)
+    await srv.pulse.wait_until(lambda: status.restarts > restarts, timeout=60)
+    before = len(srv.backend.index.segments(camera))
+    await asyncio.to_thread(rtsp.restore, mount)
+    await wait_segments(srv, camera, before + 3, timeout=60)
+    rows = srv.backend.index.segments(camera)
+    return rows, max(i for i in range(1, len(rows)) if rows[i].start_ms - rows[i - 1].end_ms > 100)
 
 
 def body_kw(body: Any) -> dict[str, Any]:

@@ -20,8 +20,7 @@ from nvr.base.times import ms_to_rfc3339, now_ms, parse_rfc3339
 from nvr.playback.hls import LEAD_S
 from nvr.server.app import URL_TOKEN_KEY
 from tests.api.conftest import A, B
-from tests.api.support import problem_of
-from tests.conftest import wait_segments
+from tests.api.support import problem_of, recorded_gap
 from tests.support.rtsp import independent_ffmpeg
 from tests.support.wait import until
 
@@ -127,16 +126,7 @@ async def test_each_media_segment_carries_its_wall_time_on_the_playlist_timeline
 
 
 async def test_a_gap_is_a_discontinuity_and_the_playlist_still_plays(api, rtsp):
-    srv = api.srv
-    status = srv.recorders.status(B)
-    restarts = status.restarts
-    await asyncio.to_thread(rtsp.drop, "cam8")
-    await srv.pulse.wait_until(lambda: status.restarts > restarts, timeout=60)
-    before = len(rows_of(api, B))
-    await asyncio.to_thread(rtsp.restore, "cam8")
-    await wait_segments(srv, B, before + 3, timeout=60)
-    rows = rows_of(api, B)
-    i = max(i for i in range(1, len(rows)) if rows[i].start_ms - rows[i - 1].end_ms > 100)
+    rows, i = await recorded_gap(api, rtsp, B, "cam8")
     span = rows[i - 2:i + 2]
     made = await link(api, B, span[0].start_ms, span[-1].end_ms)
     text = await (await api.http.get(api.base + made["playlist"])).text()

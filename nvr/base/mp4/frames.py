@@ -31,7 +31,7 @@ class ProducerTime:
     media_time: int
 
 
-def _timeline_offset(track: Track, movie_timescale: int) -> Fraction:
+def timeline_offset(track: Track, movie_timescale: int) -> Fraction:
     """Seconds to add to a media time / timescale for the presentation time after the track's edit list.
 
     Only the leading empty edit and the first media edit's start are applied (the shape
@@ -50,7 +50,7 @@ def frame_times(clip: bytes | memoryview) -> list[FrameTime]:
     """Every sample of the file, in file order, timed on its presentation timeline (edit list applied)."""
     seg = parse_segment(clip)
     out = []
-    offsets = {t.track_id: _timeline_offset(t, seg.init.movie_timescale) for t in seg.init.tracks}
+    offsets = {t.track_id: timeline_offset(t, seg.init.movie_timescale) for t in seg.init.tracks}
     for f in seg.fragments:
         for traf in f.trafs:
             track = seg.init.track(traf.track_id)
