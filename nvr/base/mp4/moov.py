@@ -80,16 +80,21 @@ class Init:
         return next((t for t in self.tracks if t.handler == "vide"), self.tracks[0])
 
 
+def _timescale(buf: bytes | memoryview, header: Box) -> int:
+    """The timescale of an ``mvhd`` or ``mdhd`` (same layout up to it: times of 4 or 8 bytes by version)."""
+    r = Reader(buf, header)
+    version, _ = r.full_header()
+    r.skip(16 if version else 8)
+    timescale = r.u32()
+    if timescale == 0:
+        raise Mp4Error("timescale 0", where=header.path)
+    return timescale
+
+
 def parse_init(buf: bytes | memoryview, ftyp: Box, moov: Box) -> Init:
     """The tracks of a fragmented MP4's moov; a moov without ``mvex`` (not fragmented) is an error."""
     kids = children(buf, moov)
-    mvhd = only(kids, b"mvhd", moov.path)
-    r = Reader(buf, mvhd)
-    version, _ = r.full_header()
-    r.skip(16 if version else 8)
-    movie_timescale = r.u32()
-    if movie_timescale == 0:
-        raise Mp4Error("timescale 0", where=mvhd.path)
+    movie_timescale = _timescale(buf, only(kids, b"mvhd", moov.path))
     mvex = only(kids, b"mvex", moov.path)
     trexes = {}
     for b in children(buf, mvex):
@@ -126,13 +131,7 @@ def _track(buf: bytes | memoryview, trak: Box, trexes: dict[int, Trex]) -> Track
             edits = parse_elst(buf, elst)
     mdia = only(kids, b"mdia", trak.path)
     mkids = children(buf, mdia)
-    mdhd = only(mkids, b"mdhd", mdia.path)
-    r = Reader(buf, mdhd)
-    version, _ = r.full_header()
-    r.skip(16 if version else 8)
-    timescale = r.u32()
-    if timescale == 0:
-        raise Mp4Error("timescale 0", where=mdhd.path)
+    timescale = _timescale(buf, only(mkids, b"mdhd", mdia.path))
     hdlr = only(mkids, b"hdlr", mdia.path)
     r = Reader(buf, hdlr)
     r.full_header((0,))
