@@ -49,9 +49,11 @@ _AUDIO_UNSUPPORTED_RE = re.compile(r"(?i)(could not find tag for codec (pcm_alaw
 FRAME_TIMEOUT = 10.0
 # A camera that lost its stream this often within the window, each time after recording, is flapping: it
 # records now, but footage was lost again and again, so health says so until the window passes.
-# How long a segment-list line whose time disagrees with the wall clock waits for ffmpeg to exit: a run's
-# last line comes as ffmpeg gives up (the stream ended), and ffmpeg exits right after writing it.
-LAST_LINE_WAIT = 1.0
+# How long a segment-list line whose time disagrees with the wall clock waits for a sign of life: it is an
+# observation of the camera's clock only if frames still arrive after it. A line written because the stream
+# ended (ffmpeg timed out, flushing the keyframe its timestamp filter held) comes late and is followed by
+# no frame. Above ffmpeg's one-second progress period.
+LAST_LINE_WAIT = 3.0
 FLAP_COUNT = 3
 FLAP_WINDOW_MS = 10 * 60 * 1000
 
@@ -324,6 +326,19 @@ class CameraRecorder:
             # Whatever this run left without a segment-list line is a partial segment: ingest it now.
             await self.recover(cam)
 
+    async def _stream_alive(self, proc: asyncio.subprocess.Process) -> bool:
+        """Whether frames still arrive (within LAST_LINE_WAIT) while ffmpeg runs and no stop was asked."""
+        since = time.monotonic()
+        deadline = since + LAST_LINE_WAIT
+        while time.monotonic() < deadline:
+            if proc.returncode is not None or self._kick.is_set():
+                return False
+            if self._frame_progress > since:
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), 0.1)
+        return False
+
     def _remove_empty(self, run: str) -> None:
         for path in self.spool.camera_dir(self.camera.id).glob(f"{run}-*.mp4"):
             with contextlib.suppress(OSError):
@@ -404,11 +419,7 @@ class CameraRecorder:
                 continue
             check = True
             if abs(clock.offset_ms(closed[2], wall)) > clock.bound_ms:
-                # Closed by a next keyframe (the clock disagrees) or because the stream ended (ffmpeg exits
-                # now, and its line says nothing about the clock)?
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), LAST_LINE_WAIT)
-                check = proc.returncode is None and not self._kick.is_set()
+                check = await self._stream_alive(proc)
             await self._closed(clock, *closed, check=check)
         if held:  # the run ended before it was anchored: anchor on what it has
             clock.settle([(end, at) for _, _, end, at in held], final=True)
