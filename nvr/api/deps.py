@@ -37,7 +37,6 @@ StatusReport = Callable[[], dict[str, Any]]
 class ClipSettings:
     """How clips are made: their scratch directory, the longest clip (``server.max_clip``), how many at once."""
 
-    ffmpeg: str
     tmp_dir: Path
     max_seconds: float
     concurrency: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit("clips", 0, 0))

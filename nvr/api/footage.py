@@ -3,8 +3,9 @@
 Footage of a deleted camera stays reachable while it has segments. A segment's
 content is decrypted and verified against the ledger before a byte is sent; one
 that fails is audited (``segment.verify_failed``) and answered 502. A clip is
-streamed while ffmpeg makes it, so a failure past the first byte can only cut
-the connection short (audited as ``clip.failed``).
+stitched from the stored fragments (docs/playback.md) and streamed as each segment
+is read, so a failure past the first byte can only cut the connection short
+(audited as ``clip.failed``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import web
 from nvr.api.auth import principal_of
 from nvr.api.deps import AUDIT, CLIPS, INDEX, READ_SEGMENT
 from nvr.api.problem import Problem
-from nvr.api.shared import client_of, json_reply, visible_camera, visible_segment
+from nvr.api.shared import client_of, json_reply, not_modified, visible_camera, visible_segment
 from nvr.api.spec import (
     CAMERA,
     CAMERA_ID_SCHEMA,
@@ -144,7 +145,7 @@ async def segment_content(request: web.Request) -> web.Response:
         raise Problem(410, f"segment {row.id} was deleted by retention ({row.state}); its ledger record and "
                            f"tombstone remain: GET /api/v1/segments/{row.id}/verify shows the rule and time")
     rng = request.headers.get("Range")
-    if _not_modified(request, f'"{row.sha256}"'):
+    if not_modified(request, f'"{row.sha256}"'):
         return web.Response(status=304, headers={"ETag": f'"{row.sha256}"', "Accept-Ranges": "bytes"})
     data = await read_verified(request, row)
     size, status, headers = len(data), 200, {
@@ -166,12 +167,6 @@ async def segment_content(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- clips
 
 
-def _not_modified(request: web.Request, etag: str) -> bool:
-    """True when the client's If-None-Match names ``etag`` (or ``*``): it has these bytes already."""
-    given = request.headers.get("If-None-Match")
-    return given is not None and (given.strip() == "*" or etag in (t.strip() for t in given.split(",")))
-
-
 async def clip(request: web.Request) -> web.StreamResponse:
     start, end = request[QUERY]["start"], request[QUERY]["end"]
     cid = await visible_camera(request, request[IDS]["id"], footage=True)
@@ -186,7 +181,7 @@ async def clip(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"camera {cid!r} recorded nothing between {ms_to_rfc3339(start)} and {ms_to_rfc3339(end)}")
     etag = clip_etag(plan)
     headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
 
     with settings.concurrency.hold(principal_of(request).actor):

@@ -36,7 +36,7 @@ from nvr.api.auth import Principal, Unauthenticated, principal_of, token_created
 from nvr.api.deps import AUDIT, INDEX, URL_SIGNER
 from nvr.api.footage import read_verified
 from nvr.api.problem import Problem
-from nvr.api.shared import client_of, json_reply, visible_camera, visible_segment
+from nvr.api.shared import client_of, json_reply, not_modified, visible_camera, visible_segment
 from nvr.api.spec import (
     BODY,
     CAMERA,
@@ -243,11 +243,6 @@ async def _before(request: web.Request, row: SegmentRow, seq: int, at: int) -> P
     return PlacedSegment(prev.start_ms, prev.end_ms, segment)
 
 
-def _not_modified(request: web.Request, etag: str) -> bool:
-    given = request.headers.get("If-None-Match")
-    return given is not None and (given.strip() == "*" or etag in (t.strip() for t in given.split(",")))
-
-
 def _etag(*parts: object) -> str:
     return '"' + hashlib.sha256("\n".join(map(str, (FORMAT, *parts))).encode()).hexdigest()[:40] + '"'
 
@@ -270,7 +265,7 @@ async def hls_init(request: web.Request) -> web.Response:
     row = await _segment(request)
     etag = _etag("init", row.id, row.sha256)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     body = await _build(request, row, lambda seg, _: init_segment(seg, row.start_ms, row.end_ms))
     return web.Response(body=body, content_type="video/mp4", headers=headers)
@@ -281,7 +276,7 @@ async def hls_media(request: web.Request) -> web.Response:
     at = q["at"]
     etag = _etag("media", row.id, row.sha256, at, q["after"])  # segments never change: nor does this
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "X-Content-Segment": row.id}
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     before = await _before(request, row, q["after"], at) if q["after"] is not None else None
 

@@ -25,6 +25,12 @@ def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = No
     return web.json_response(data, status=status, headers=headers, dumps=lambda d: json.dumps(d, sort_keys=True))
 
 
+def not_modified(request: web.Request, etag: str) -> bool:
+    """True when the client's If-None-Match names ``etag`` (or ``*``): it has these bytes already (304)."""
+    given = request.headers.get("If-None-Match")
+    return given is not None and (given.strip() == "*" or etag in (t.strip() for t in given.split(",")))
+
+
 def client_of(request: web.Request) -> str:
     """The client's address, for audit entries."""
     return request.remote or "unknown"

@@ -9,6 +9,7 @@ docs/segment-lifecycle.md.
 from __future__ import annotations
 
 import logging
+import mmap
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -202,10 +203,12 @@ class Ingestor:
 def _skeleton(path: Path, seg: ClosedSegment) -> bytes | None:
     """The segment's boxes without media (clips are planned from them); None if it is no readable fMP4.
 
-    Never a reason to hold a segment back: a clip of a segment without one reads it whole.
+    Read through a mapping: only the pages of its boxes are touched, not its media a second time (sealing
+    read it already). Never a reason to hold a segment back: a clip of one without it reads it whole.
     """
     try:
-        return skeleton(path.read_bytes(), partial=seg.partial)
-    except (Mp4Error, OSError) as e:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return skeleton(data, partial=seg.partial)
+    except (Mp4Error, OSError, ValueError) as e:  # ValueError: an empty file can't be mapped
         log.warning("camera %s: %s: no clip skeleton (%s); clips will read it whole", seg.camera, seg.file, e)
         return None

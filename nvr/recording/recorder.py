@@ -285,7 +285,7 @@ class CameraRecorder:
         self.on_change()
         log.info("camera %s: ffmpeg run %s started (pid %d) from %s", cam, run, proc.pid, self.camera.display_url)
         self._progress = time.monotonic()
-        reader = asyncio.create_task(self._read_segment_list(proc, clock, run), name=f"rec:{cam}:list")
+        reader = asyncio.create_task(self._read_segment_list(proc, clock), name=f"rec:{cam}:list")
         errors = asyncio.create_task(self._read_stderr(proc), name=f"rec:{cam}:stderr")
         try:
             reason = await self._watch(reader)
@@ -390,7 +390,7 @@ class CameraRecorder:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
 
-    async def _read_segment_list(self, proc: asyncio.subprocess.Process, clock: RunClock, run: str) -> None:
+    async def _read_segment_list(self, proc: asyncio.subprocess.Process, clock: RunClock) -> None:
         cam = self.camera.id
         assert proc.stdout is not None
         held: list[tuple[str, float, float, int]] = []  # the run's first segments, until it is anchored
@@ -446,9 +446,6 @@ class CameraRecorder:
             log.error("camera %s: segment-list line names %r: %s", cam, self.redact(file), e)
             return
         await asyncio.to_thread(self.spool.write_ticket, seg)
-        self.status.state = "recording"
-        self.status.down_since = None
-        self.status.last_error = None  # healthy: a warning of an earlier run is no cause any more
         self._last_segment_ms = now_ms()
         self.status.segments += 1
         self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)

@@ -241,7 +241,7 @@ class NvrServer:
 
         self.exports = ExportService(
             store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
-            audit=self.audit, ffmpeg=self.ffmpeg, directory=cfg.data_dir / "exports",
+            audit=self.audit, directory=cfg.data_dir / "exports",
             checkpoints=self.checkpoints, chain_locks=self.chain_locks, limits=cfg.exports,
         )
         await self.exports.start()
@@ -322,7 +322,7 @@ class NvrServer:
             metrics=MetricsSources(ingest=self.ingest, spoolwatch=self.spoolwatch, recorders=self.recorders,
                                    cameras=self.cameras, retention=self.retention, http=self.metrics,
                                    status=self.status),
-            clips=ClipSettings(ffmpeg=self.ffmpeg, tmp_dir=self.clip_tmp,
+            clips=ClipSettings(tmp_dir=self.clip_tmp,
                                max_seconds=self.cfg.server.max_clip_seconds,
                                concurrency=ConcurrencyLimit("clips", self.cfg.server.clips,
                                                             self.cfg.server.clips_per_token)),

@@ -107,7 +107,7 @@ def parts_services(parts: StorageParts, *, keyring: Keyring | None = None, **cha
     checkpoints = CheckpointWriter(store=parts.store, index=parts.index, keyring=keyring, node_id="test",
                                    interval=3600, on_event=audit.system)
     exports = ExportService(store=parts.store, index=parts.index, keyring=keyring, node_id="test",
-                            audit=audit, ffmpeg=None, directory=parts.data_dir / "exports", checkpoints=checkpoints)
+                            audit=audit, directory=parts.data_dir / "exports", checkpoints=checkpoints)
 
     async def read_segment(row):
         return await parts.store.run(open_segment, parts.store, parts.index, keyring, row)
@@ -118,7 +118,7 @@ def parts_services(parts: StorageParts, *, keyring: Keyring | None = None, **cha
         status=lambda: {"cameras": {}, "alarms": []},
         metrics=MetricsSources(ingest=IngestService(parts.ingestor()), spoolwatch=spoolwatch, recorders=recorders,
                                cameras=cameras, retention=retention, http=HttpMetrics()),
-        clips=ClipSettings(ffmpeg="ffmpeg", tmp_dir=parts.data_dir / "tmp" / "clips", max_seconds=600),
+        clips=ClipSettings(tmp_dir=parts.data_dir / "tmp" / "clips", max_seconds=600),
         retention=retention, exports=exports, checkpoints=checkpoints,
     )
     return replace(services, **changes)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from nvr.api.guard import AuthGuard, AuthLimits
+from tests.support.wait import until
 
 
 class Audit:
@@ -43,7 +42,7 @@ async def test_a_window_is_written_once_when_it_ends():
     guard = AuthGuard(AuthLimits(window=0.2), audit)  # type: ignore[arg-type]
     for reason in ("unknown", "unknown", "revoked"):
         guard.failed("a", reason)
-    await asyncio.sleep(0.5)
+    await until(lambda: audit.entries, timeout=5, what="the first window's entry, written when it ends")
     guard.failed("a", "unknown")  # a new window
     await guard.close()
     assert [(t, d["count"], d["failures"]) for _, t, d in audit.entries] == [
@@ -55,7 +54,7 @@ async def test_at_most_max_addresses_are_tracked_the_quietest_written_and_forgot
     guard = AuthGuard(AuthLimits(max_addresses=3, window=3600), audit)  # type: ignore[arg-type]
     for n in range(5):
         guard.failed(f"10.0.0.{n}", "unknown")
-    await asyncio.sleep(0)
+    await until(lambda: len(audit.entries) >= 2, timeout=5, what="the forgotten addresses' entries")
     assert [t for _, t, _ in audit.entries] == ["10.0.0.0", "10.0.0.1"]
     await guard.close()
     assert sorted(t for _, t, _ in audit.entries) == [f"10.0.0.{n}" for n in range(5)]

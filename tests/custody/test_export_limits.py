@@ -23,7 +23,7 @@ OTHER = ("token:desk", "evidence")
 async def service(custody, limits: ExportsConfig, clock=None):
     kw = {"clock": clock} if clock else {}
     svc = ExportService(store=custody.store, index=custody.index, keyring=custody.keyring, node_id="test",
-                        audit=AuditLog(custody.index), ffmpeg=None, directory=custody.tmp / "data" / "exports",
+                        audit=AuditLog(custody.index), directory=custody.tmp / "data" / "exports",
                         checkpoints=custody.writer, limits=limits, **kw)
     await svc.start()
     try:

@@ -44,7 +44,7 @@ async def test_export_bundle_verifies_with_sha256sum_and_openssl_alone(custody, 
     await custody.record("other", range(2))
     audit = AuditLog(custody.index)
     svc = ExportService(store=custody.store, index=custody.index, keyring=custody.keyring, node_id="test", audit=audit,
-                        ffmpeg=find_ffmpeg(), directory=tmp_path / "data" / "exports", checkpoints=custody.writer)
+                        directory=tmp_path / "data" / "exports", checkpoints=custody.writer)
     await svc.start()
     try:
         job = await svc.create(cameras=["cam", "other"], start_ms=T0 + 500, end_ms=T0 + 7000, case_id="CASE-42",

@@ -25,7 +25,7 @@ async def test_custody_routes_roles_scope_and_audit(custody, tmp_path):
     base = parts_services(custody.parts, checkpoints=custody.writer,
                           cameras=SimpleNamespace(get=lambda cid: object() if cid in ("cam", "other") else None))
     exports = ExportService(store=custody.store, index=index, keyring=custody.keyring, node_id="test",
-                            audit=base.audit, ffmpeg=None, directory=tmp_path / "exports", checkpoints=custody.writer)
+                            audit=base.audit, directory=tmp_path / "exports", checkpoints=custody.writer)
     await exports.start()
     rng = {"start": ms_to_rfc3339(T0), "end": ms_to_rfc3339(T0 + 6000)}
     try:

@@ -78,7 +78,7 @@ def _regions(data: bytes | memoryview | mmap.mmap, complete: int) -> tuple[Regio
     return tuple(Region(a, bytes(data[a:z])) for a, z in spans)
 
 
-def skeleton(data: bytes | memoryview, *, partial: bool = False) -> bytes:
+def skeleton(data: bytes | memoryview | mmap.mmap, *, partial: bool = False) -> bytes:
     """The skeleton of a stored segment: everything :func:`parse_skeleton` needs to give its :class:`Segment`.
 
     ``data`` is parsed first (``partial`` as for :func:`parse_segment`), so a segment that

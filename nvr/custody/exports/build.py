@@ -52,13 +52,12 @@ class ExportFailed(NvrError):
 
 @dataclass(frozen=True)
 class Builder:
-    """What building a bundle reads and writes: the storage, the keys, ffmpeg, the chain locks."""
+    """What building a bundle reads and writes: the storage, the keys, the chain locks."""
 
     store: ObjectStore
     index: Index
     keyring: Keyring
     node_id: str
-    ffmpeg: str | None
     checkpoints: CheckpointWriter | None
     # The server's per-camera chain locks (shared with ingest and retention): the export record is
     # appended between their head reads and commits never.

@@ -71,7 +71,7 @@ class ExportService:
     """Owns the export jobs' tasks and the expiry task; ``stop()`` cancels and awaits every one."""
 
     def __init__(self, *, store: ObjectStore, index: Index, keyring: Keyring, node_id: str, audit: Any,
-                 ffmpeg: str | None, directory: Path, checkpoints: CheckpointWriter | None = None,
+                 directory: Path, checkpoints: CheckpointWriter | None = None,
                  chain_locks: ChainLocks | None = None, version: str = __version__, parallel: int = 1,
                  limits: ExportsConfig | None = None, clock: Callable[[], int] = now_ms):
         self.index = index
@@ -79,7 +79,7 @@ class ExportService:
         self.dir = directory
         self.limits = limits or ExportsConfig()
         self.clock = clock
-        self.builder = Builder(store=store, index=index, keyring=keyring, node_id=node_id, ffmpeg=ffmpeg,
+        self.builder = Builder(store=store, index=index, keyring=keyring, node_id=node_id,
                                checkpoints=checkpoints, chain_locks=chain_locks or ChainLocks(), version=version,
                                clock=clock)
         self._slots = asyncio.Semaphore(parallel)
