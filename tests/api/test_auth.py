@@ -81,7 +81,7 @@ async def test_scoped_token_sees_only_its_cameras(api):
 
 async def test_failed_authentication_is_limited_per_address_and_audited_once_per_window(api, monkeypatch, caplog):
     guard, index = api.srv.app[AUTH_GUARD], api.srv.backend.index
-    monkeypatch.setattr(guard, "limits", replace(guard.limits, window=5.0))  # defaults but a short window
+    monkeypatch.setattr(guard, "limits", replace(AuthLimits(), window=5.0))  # defaults but a short window
     flooder = "127.0.0.3"  # another address of the loopback: a client other than the test's own
     caplog.set_level(logging.WARNING, logger="nvr.api.auth")
     statuses: list[int] = []
