@@ -1,7 +1,7 @@
 """``python -m bench <name> [--quick|--full]``: run one measurement, or ``all`` of them.
 
 Names: recording (1), cameras (2), ingest (3), peer (4), retrieval (5),
-index (6), retention (7), faults (8), all; ``plots`` redraws the PNGs from the saved
+index (6), index-ingest (6), retention (7), faults (8), all; ``plots`` redraws the PNGs from the saved
 results and ``table`` prints the results table (Markdown) of the last runs.
 """
 
@@ -21,7 +21,8 @@ MEASUREMENTS = {
     "peer": ("bench.peer", "4. peer pipeline: nvr ÷ ffmpeg + rclone copy (CPU, time to S3)"),
     "ingest": ("bench.ingest", "3. ingest pipeline: ÷ raw PUT and ÷ openssl AES-GCM + SHA-256"),
     "retrieval": ("bench.retrieval", "5. clips of 1 min / 10 min / 1 h ÷ raw GET + decrypt"),
-    "index": ("bench.index_scale", "6. index at 1 M (10 M, 50 M) rows: day queries, size"),
+    "index": ("bench.index_scale", "6. index at 1 M (10 M, 50 M) rows, SQLite and PostgreSQL: queries, inserts, size"),
+    "index-ingest": ("bench.index_ingest", "6. index at 1,000 cameras' segment rate, SQLite and PostgreSQL"),
     "retention": ("bench.retention", "7. retention deletions ÷ raw S3 multi-delete"),
     "cameras": ("bench.cameras", "2. cameras per node: largest count held with zero loss"),
     "faults": ("bench.faults", "8. footage lost per kill -9 (÷ without fragment flush), Ctrl-C of the demo"),

@@ -65,47 +65,34 @@ def draw_index(doc: dict[str, Any]) -> Path:
     import matplotlib.pyplot as plt
 
     data = doc["data"]
-    measured = sorted((int(k), v) for k, v in data["sizes"].items() if "queries" in v)
-    extra = sorted((int(k), v) for k, v in data.get("extrapolated", {}).items())
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
-    styles = {"segments_day": ("o", "segments, one day (8 640 rows)"), "timeline_day": ("s", "timeline, one day"),
-              "segments_page": ("^", "segments, first page (101 rows)"),
-              "bounded_day": ("D", "day query with a fixed 1 h start_ms lower bound")}
-    for q, (marker, label) in styles.items():
+    styles = {"segments_day": ("o", "one camera-day (8 640 rows)"), "timeline_day": ("s", "timeline, one day"),
+              "segments_page": ("^", "first page (101 rows)")}
+    for backend, dash in (("sqlite", "-"), ("postgresql", "--")):
+        measured = sorted((v["rows"], v) for v in data["sizes"].values() if v["backend"] == backend)
+        if not measured:
+            continue
         xs = [n for n, _ in measured]
-        line, = a.plot(xs, [v["queries"][q]["p50_ms"] for _, v in measured], marker + "-", label=f"{label}: p50")
-        if q != "bounded_day":
+        for q, (marker, label) in styles.items():
+            line, = a.plot(xs, [v["queries"][q]["p50_ms"] for _, v in measured], marker + dash,
+                           label=f"{backend}: {label}, p50")
             a.plot(xs, [v["queries"][q]["p99_ms"] for _, v in measured], marker + ":", color=line.get_color(),
-                   alpha=0.6)
-        if extra:
-            last = (measured[-1][0], measured[-1][1]["queries"][q]["p50_ms"])
-            a.plot([last[0]] + [n for n, _ in extra], [last[1]] + [v["queries"][q]["p50_ms"] for _, v in extra],
-                   marker + "--", color=line.get_color(), alpha=0.45)
-            if q != "bounded_day":
-                a.plot([last[0]] + [n for n, _ in extra],
-                       [last[1]] + [v["queries"][q]["last_day_p50_ms"] for _, v in extra],
-                       marker + "-.", color=line.get_color(), alpha=0.3)
-    a.set_xscale("log")
+                   alpha=0.5)
+        b.plot(xs, [v["under_load"]["insert_p99_ms"] for _, v in measured], "o" + dash,
+               label=f"{backend}: insert p99 under 20 readers")
+        b.plot(xs, [v["bytes_per_million_rows"] / 1e9 * 10 for _, v in measured], "x" + dash,
+               label=f"{backend}: GB per M rows × 10")
+    for ax in (a, b):
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        ax.set_xlabel("segment rows in the index (350 cameras from 10 M on)")
     a.set_yscale("log")
-    a.set_xlabel("segment rows in the index (SQLite); 10 M and 50 M = a 350-camera node with 3.3 / 16.5 days")
-    a.set_ylabel("query latency, ms (warm page cache)")
-    a.grid(alpha=0.3, which="both")
-    a.legend(fontsize=7, loc="center left")
-    a.set_title("Latency vs index size: solid measured (dotted p99); dashed extrapolated\n"
-                "(random day), dash-dot extrapolated (newest day)", fontsize=9)
-    d = data["depth"]
-    names = [("segments_page", "first page"), ("segments_day", "day"), ("timeline_day", "timeline"),
-             ("bounded_day", "day, fixed\n1 h bound"), ("segments_timeline_day", "timeline from\nfull rows (before)")]
-    x = list(range(len(names)))
-    b.bar([i - 0.2 for i in x], [d["first_day"][q]["p50_ms"] for q, _ in names], 0.4, label="first day")
-    b.bar([i + 0.2 for i in x], [d["last_day"][q]["p50_ms"] for q, _ in names], 0.4, label="last day")
-    b.set_xticks(x, [n for _, n in names], fontsize=8)
-    b.set_ylabel("p50, ms")
-    b.set_title(f"History depth: {d['cameras']} cameras × {d['days_per_camera']:.1f} days "
-                f"({d['rows'] / 1e3:.0f} k rows)", fontsize=9)
-    b.legend()
-    b.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"Index queries, {doc['mode']} run (measured and extrapolated, see docs/benchmarks.md)", fontsize=10)
+    a.set_ylabel("query latency, ms (warm cache); dotted: p99")
+    a.set_title("Queries vs index size, both backends (measured)", fontsize=9)
+    b.set_ylabel("ms  /  GB per million rows × 10")
+    b.set_title("Writes under read load, and size", fontsize=9)
+    fig.suptitle(f"Index, {doc['mode']} run (see docs/benchmarks.md)", fontsize=10)
     fig.tight_layout()
     out = DOCS / "bench-index.png"
     fig.savefig(out, dpi=110)

@@ -23,7 +23,7 @@ One run, in order:
    what is left stays pending.
 4. **tombstone**: for each deleted object, under the camera's chain lock,
    append ``tombstone_record`` (rule, time, the segment's record hash) to the
-   camera's ledger via ``Index.append_record_in``; for a segment pending from
+   camera's ledger (``index.retention.finish_deleted``); for a segment pending from
    an earlier run, first look for a tombstone that run already wrote (an index
    written before steps 4 and 5 shared a transaction), so none is written
    twice.
@@ -338,18 +338,18 @@ class Sweeper:
         a crash rolls back the whole group, whose rows stay pending for the next
         run to delete again (S3 then answers "no such version") and finish.
         """
-        with self.index.transaction() as db:
-            for item in items:
-                # An index written before tombstones and states shared a transaction may hold a tombstone
-                # for a row still pending: the run that wrote it crashed before marking the row.
-                if item.run_id == run_id or self.rstore.tombstone_seq(item.camera, item.seq) is None:
-                    head = self.index.chain_head(item.camera)  # sees this transaction's tombstones
-                    self.index.append_record_in(db, tombstone_record(
-                        head=head, segment_seq=item.seq, segment_record_hash=item.record_hash,
-                        object_key=item.object_key, rule=item.rule, deleted_at=ms_to_rfc3339(now_ms()),
-                        node=self.node_id))
-                self._at("tombstoned", item.segment_id)
-                self.rstore.finish_deleted_in(db, item.segment_id)
+        def tombstone(head, i: int):
+            item = items[i]
+            # An index written before tombstones and states shared a transaction may hold a tombstone
+            # for a row still pending: the run that wrote it crashed before marking the row.
+            if item.run_id != run_id and self.rstore.tombstone_seq(item.camera, item.seq) is not None:
+                return None
+            return tombstone_record(
+                head=head, segment_seq=item.seq, segment_record_hash=item.record_hash,
+                object_key=item.object_key, rule=item.rule, deleted_at=ms_to_rfc3339(now_ms()), node=self.node_id)
+
+        self.index.retention.finish_deleted(items[0].camera, [(it.segment_id, it.seq) for it in items], tombstone,
+                                            each=lambda i: self._at("tombstoned", items[i].segment_id))
 
     def _log(self, r: SweepReport) -> None:
         cams = ", ".join(f"{cam} {c.segments} ({format_size(c.bytes)})" for cam, c in sorted(r.deleted.items()))

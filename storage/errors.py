@@ -73,3 +73,21 @@ class IndexError_(StorageError):
     """The index is unusable or contradicts itself."""
 
     kind = Kind.INTERNAL
+
+
+class IndexUnavailable(IndexError_):
+    """The index database can't answer now (locked, unreachable, out of space): retry later."""
+
+    kind = Kind.UNAVAILABLE
+
+
+class IndexConflict(IndexError_):
+    """A write the database refused because another writer got there first (a unique key, a stale head)."""
+
+    kind = Kind.CONFLICT
+
+
+class IndexMisconfigured(IndexError_):
+    """The index can't be used as configured: a newer schema than this code, a bad URL, a missing driver."""
+
+    kind = Kind.MISCONFIGURED

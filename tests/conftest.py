@@ -15,9 +15,12 @@ from minio import Minio
 from nvr.config.settings import Config, parse_config
 from nvr.server.app import NvrServer
 from storage.embedded_s3 import EmbeddedS3, S3Endpoint
-from tests.support import tomlw
+from tests.support import indexdb, tomlw
 from tests.support.loopthread import LoopThread
 from tests.support.parts import StorageParts, open_parts
+from tests.support.postgres import PostgresServer
+from tests.support.postgres import binaries as pg_binaries
+from tests.support.postgres import start as start_postgres
 from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
@@ -45,8 +48,39 @@ def minio_client(ep: S3Endpoint) -> Minio:
     return Minio(ep.endpoint, access_key=ep.access_key, secret_key=ep.secret_key, secure=ep.secure)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (Debian's binaries); each test gets its own database."""
+    bindir = pg_binaries()
+    if bindir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL 15+ server binaries (Debian's postgresql) missing in CI")
+        pytest.skip("PostgreSQL 15+ server binaries missing (apt-get install postgresql)")
+    server = start_postgres(bindir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=indexdb.backends())
+def index_backend(request) -> Iterator[str]:
+    """The index every part and server of this test uses: ``sqlite`` or ``postgresql`` (a fresh database)."""
+    if request.param == "sqlite":
+        indexdb.use(None)
+        yield "sqlite"
+        return
+    pg: PostgresServer = request.getfixturevalue("postgres")
+    url = pg.create_database()
+    indexdb.use(indexdb.Target(url, pg.password_file, pg))
+    try:
+        yield "postgresql"
+    finally:
+        indexdb.use(None)
+        pg.drop_database(url)
+
+
 @pytest.fixture
-def bucket() -> str:
+def bucket(index_backend) -> str:
+    """A fresh bucket name; a test with a bucket runs on each index backend (``index_backend``)."""
     return f"t{os.getpid()}-{next(_bucket_ids)}"
 
 
@@ -84,6 +118,7 @@ def make_config(tmp_path: Path, ep: S3Endpoint, bucket: str, cameras: list[dict[
         "storage": storage,
         "recording": recording,
         "cameras": cameras,
+        "index": indexdb.config_table(),
         **overrides,
     }
     (tmp_path / "nvr.toml").write_text(tomlw.dumps(data))

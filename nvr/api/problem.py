@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -77,8 +76,6 @@ def domain_error(exc: BaseException) -> NvrError | None:
     """``exc`` as an error of the one hierarchy: itself, a library error given its kind, or None (a bug)."""
     if isinstance(exc, NvrError):
         return exc
-    if isinstance(exc, sqlite3.OperationalError):  # locked, busy, disk full, I/O error: the index can't answer now
-        return NvrError(f"the index is unavailable: {exc}", kind=Kind.UNAVAILABLE)
     return None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nvr.base.errors import NotFound
 from nvr.config.settings import Config, load_config, parse_listen
-from nvr.server.backend import Backend, open_backend
+from nvr.server.backend import Backend, open_backend, open_index
 from storage.index import Index
 
 NOTHING_RECORDED = "nothing recorded with this data dir yet"
@@ -33,13 +33,13 @@ class Context:
 
     def require_index(self, hint: str = NOTHING_RECORDED) -> None:
         """Stop with NotFound unless this data dir has an index (commands that only read never create one)."""
-        if not self.config.index_path.exists():
+        if self.config.index.url is None and not self.config.index_path.exists():
             raise NotFound(f"no index at {self.config.index_path} ({hint})")
 
     def index(self) -> Index:
         """The index alone (created if absent), for commands that need no keys or bucket."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        index = Index(self.config.index_path)
+        index = open_index(self.config)
         self.stack.callback(index.close)
         return index
 

@@ -91,9 +91,7 @@ async def verify(args: argparse.Namespace, ctx: Context) -> int:
     start, end = _range(args)
     ctx.require_index("nothing recorded with this data dir; `nvr reindex` rebuilds it")
     backend = await ctx.backend()
-    known = await asyncio.to_thread(
-        backend.index.query, "SELECT 1 FROM ledger WHERE camera = ? LIMIT 1", (args.camera,))
-    if not known:
+    if not await asyncio.to_thread(backend.index.has_ledger, args.camera):
         raise NotFound(f"camera {args.camera!r} has no ledger in this index")
     try:
         report = await verify_range(backend.store, backend.index, backend.keyring, args.camera, start, end)
@@ -184,14 +182,14 @@ async def reindex(args: argparse.Namespace, ctx: Context) -> int:
     cfg = ctx.config
     backend = await ctx.backend()
     index = backend.index
-    n = await asyncio.to_thread(index.query, "SELECT (SELECT COUNT(*) FROM ledger) + (SELECT COUNT(*) FROM segments)")
-    if n[0][0] and not args.force:
-        raise Conflict(f"the index {cfg.index_path} is not empty; `nvr reindex --force` replaces it with what the "
+    n = sum(await asyncio.to_thread(index.maintenance.counts))
+    if n and not args.force:
+        raise Conflict(f"the index {index.describe()} is not empty; `nvr reindex --force` replaces it with what the "
                        "bucket holds (keeping a copy of the old one)")
-    if n[0][0]:
+    if n and index.dialect == "sqlite":  # PostgreSQL: the operator's own backups (pg_dump) are the copy
         stamp = ms_to_rfc3339(now_ms()).replace(":", "").replace("-", "")
         backup = cfg.index_path.with_name(f"{cfg.index_path.name}.before-reindex-{stamp}")
-        await asyncio.to_thread(index.query, "VACUUM INTO ?", (str(backup),))
+        await asyncio.to_thread(index.maintenance.backup_to, backup)
         print(f"old index copied to {backup}", file=sys.stderr)
     report = await rebuild_index(backend.store, index, backend.keyring, force=args.force)
     await AuditLog(index).record("index.rebuild", "index", {

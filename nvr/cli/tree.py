@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from nvr import __version__
-from nvr.cli import custody, exits, footage, keys, retention, serve, tokens
+from nvr.cli import custody, exits, footage, indexcmd, keys, retention, serve, tokens
 from nvr.cli.context import Context
 
 Handler = Callable[[argparse.Namespace, Context], Awaitable[int]]
@@ -108,6 +108,20 @@ COMMANDS: tuple[Command, ...] = (
                 help="JSON file with a proposed rule set (default: the rules in force)"),
             arg("--json", action="store_true", help="print the preview as JSON"),
         )),
+    )),
+    Command("index", "show the index or copy it into PostgreSQL", sub=(
+        Command("status", "backend, location, schema version and rows per table", indexcmd.status,
+                (arg("--json", action="store_true", help="print the status as JSON"),)),
+        Command("migrate", "copy an index into a new, empty PostgreSQL database (stop the server first)",
+                indexcmd.migrate, (
+                    arg("--from", dest="from_", default="sqlite",
+                        help="'sqlite' (this data dir's index, the default), an index file, or a postgresql:// URL"),
+                    arg("--to", required=True, help="postgresql://user@host:port/database (no password in it)"),
+                    arg("--password-file", type=Path, default=None,
+                        help="file holding the target's password (default: index.password_file, "
+                             "else $NVR_INDEX_PASSWORD)"),
+                    arg("--json", action="store_true", help="print the rows copied as JSON"),
+                )),
     )),
     Command("check-config", "validate the config and print a summary", serve.check_config),
 )

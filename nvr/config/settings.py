@@ -92,6 +92,25 @@ class KeysConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    url: str | None = None  # postgresql://user@host:port/db; None: the SQLite file in data_dir
+    password_file: Path | None = None  # else $NVR_INDEX_PASSWORD, else libpq's own (~/.pgpass)
+
+
+def index_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as ``[index] url``, or None (the one rule, for the config and the CLI)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "must be a postgresql:// URL (leave it out for the embedded SQLite index)"
+    if parts.password is not None:
+        return ("must not carry a password: put it in index.password_file or $NVR_INDEX_PASSWORD "
+                "(a URL ends up in process lists, shell history and logs)")
+    if not parts.hostname and "host=" not in parts.query:
+        return "names no host"
+    return None
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     min_age: float = DEFAULT_MIN_AGE  # footage younger than this is never deleted (and object-locked when enabled)
     rules: RuleSet | None = None  # RuleSet of [retention.default]/[retention.cameras.*]/quota; None: no limits
@@ -155,6 +174,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     cameras: tuple[CameraConfig, ...] = ()
@@ -178,7 +198,13 @@ class Config:
 
     @property
     def index_path(self) -> Path:
+        """The embedded SQLite index (used when ``[index] url`` is not set)."""
         return self.data_dir / "index.sqlite3"
+
+    @property
+    def index_target(self) -> str | Path:
+        """What ``storage.index.Index`` opens: the PostgreSQL URL, or the SQLite file."""
+        return self.index.url or self.index_path
 
     def segment_seconds(self, camera: CameraConfig) -> float:
         return camera.segment_seconds or self.recording.segment_seconds
@@ -388,6 +414,12 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
     )
     ks.finish()
 
+    ix = Section(top.take("index", dict, {}), "index", source)
+    index = IndexConfig(url=ix.take("url", str, "") or None, password_file=ix.path_("password_file", None, base))
+    if index.url is not None and (problem := index_url_problem(index.url)):
+        raise ix.error("url", problem)
+    ix.finish()
+
     retention = parse_retention(top.take("retention", dict, {}), source)
 
     ex = Section(top.take("exports", dict, {}), "exports", source)
@@ -407,7 +439,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         seen[cam.id] = i
         cameras.append(cam)
     top.finish()
-    return Config(server=server, storage=storage, recording=recording, keys=keys, retention=retention, exports=exports, cameras=tuple(cameras), source=source)
+    return Config(server=server, storage=storage, recording=recording, keys=keys, index=index, retention=retention,
+                  exports=exports, cameras=tuple(cameras), source=source)
 
 
 def load_config(path: Path | None) -> Config:

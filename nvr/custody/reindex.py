@@ -44,9 +44,8 @@ from nvr.custody.checkpoint import (
     LEDGER_PREFIX,
     Checkpoint,
     CheckpointError,
-    ensure_tables,
+    checkpoint_row,
     get_bytes,
-    insert_checkpoints,
     parse_checkpoint,
     parse_journal,
     trusted_keys,
@@ -116,34 +115,28 @@ def _list_bucket(store: ObjectStore) -> list[_Listed]:
     return out
 
 
-def _index_is_empty(index: Index) -> tuple[int, int]:
-    return (index.query("SELECT COUNT(*) FROM ledger")[0][0], index.query("SELECT COUNT(*) FROM segments")[0][0])
-
-
 _ROW_FIELDS = ("camera", "seq", "start_ms", "end_ms", "partial", "size", "sha256", "object_key", "object_size",
                "object_sha256", "version_id", "key_id", "record_hash", "state")
 
 
 def _existing(index: Index) -> tuple[dict[tuple[str, int], str], dict[str, dict[str, Any]], set[tuple[str, int]]]:
     ledger = {}
-    for camera, seq, text in index.query("SELECT camera, seq, record FROM ledger"):
+    for camera, seq, text in index.maintenance.ledger_texts():
         try:
             ledger[(camera, seq)] = record_hash(json.loads(text))
         except ValueError:
             ledger[(camera, seq)] = "(not JSON)"
     rows = {}
-    for r in index.query(f"SELECT id, {', '.join(_ROW_FIELDS)} FROM segments"):
-        rows[r[0]] = dict(zip(_ROW_FIELDS, r[1:], strict=True))
+    for r in index.maintenance.segment_rows():
+        rows[r[0]] = dict(zip(_ROW_FIELDS, r[1:15], strict=True))
         rows[r[0]]["partial"] = bool(rows[r[0]]["partial"])
-    ensure_tables(index)
-    cps = {(c, s) for c, s in index.query("SELECT camera, seq FROM checkpoints")}
-    return ledger, rows, cps
+    return ledger, rows, index.checkpoints.keys()
 
 
 async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: bool = False,
                   concurrency: int = 8) -> ReindexReport:
     """Rebuild ledger, segments and checkpoints of ``index`` from the bucket; see the module doc."""
-    n_ledger, n_segments = await asyncio.to_thread(_index_is_empty, index)
+    n_ledger, n_segments = await asyncio.to_thread(index.maintenance.counts)
     if (n_ledger or n_segments) and not force:
         raise ReindexRefused(f"the index already holds {n_ledger} ledger record(s) and {n_segments} segment(s); "
                              "pass --force to replace them with what the bucket holds")
@@ -303,17 +296,7 @@ async def reindex(store: ObjectStore, index: Index, keyring: Keyring, *, force: 
         report.dropped.add(f"checkpoint {key[0]}:{key[1]} (not valid in the bucket)")
 
     def write() -> None:
-        with index.transaction() as db:
-            db.execute("DELETE FROM ledger")
-            db.execute("DELETE FROM segments")
-            db.execute("DELETE FROM checkpoints")
-            db.executemany("INSERT INTO ledger (camera, seq, type, record, hash, prev) VALUES (?, ?, ?, ?, ?, ?)",
-                           ledger_rows)
-            db.executemany(
-                "INSERT INTO segments (id, camera, seq, start_ms, end_ms, partial, size, sha256, object_key, "
-                "object_size, object_sha256, version_id, key_id, record_hash, state, ingested_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", segment_rows)
-            insert_checkpoints(db, checkpoints)
+        index.maintenance.replace_chains(ledger_rows, segment_rows, [checkpoint_row(cp) for cp in checkpoints])
 
     await asyncio.to_thread(write)
     report.written = True

@@ -94,6 +94,11 @@ def make_private(cfg: Config) -> list[str]:
     return fixed
 
 
+def open_index(cfg: Config) -> Index:
+    """The index ``cfg`` names (``[index] url``, else the SQLite file), migrated to this release (blocking)."""
+    return Index(cfg.index_target, password_file=cfg.index.password_file)
+
+
 async def open_backend(cfg: Config, stack: AsyncExitStack, *, may_attach: bool, create_keys: bool,
                        check_bucket: bool = True) -> Backend:
     """Keyring, index and bucket, each closed by ``stack`` in reverse order of opening.
@@ -103,7 +108,7 @@ async def open_backend(cfg: Config, stack: AsyncExitStack, *, may_attach: bool, 
     """
     await asyncio.to_thread(make_private, cfg)
     keyring = Keyring.open(cfg.keyring_dir, create=create_keys)
-    index = Index(cfg.index_path)
+    index = await asyncio.to_thread(open_index, cfg)
     stack.callback(index.close)
     store, embedded = await open_store(cfg, stack, may_attach=may_attach)
     if check_bucket:

@@ -21,13 +21,14 @@ from nvr.api.auth import create_token
 from nvr.api.guard import AUTH_GUARD, AuthLimits
 from nvr.base.times import now_ms
 from nvr.server.app import NvrServer
-from storage.index import Index
+from nvr.server.backend import open_index
 from storage.keyring import Keyring
 from storage.objectstore import ObjectStore
 from storage.spool import Spool
 from tests.api.support import ROLES, ServedApi
 from tests.conftest import make_config, wait_segments
 from tests.support.parts import StorageParts
+from tests.support.rawsql import tampering
 
 A, B = "north", "south"
 YARD, DOCK = "yard", "dock"
@@ -64,12 +65,12 @@ def prefill(cfg, start_ms: int) -> None:
     store = ObjectStore(endpoint=st.endpoint, access_key=st.access_key, secret_key=st.secret_key, bucket=st.bucket,
                         object_lock=True)
     store.ensure_bucket()
-    parts = StorageParts(cfg.data_dir.parent, None, store, Index(cfg.index_path), Keyring.open(cfg.keyring_dir),
+    parts = StorageParts(cfg.data_dir.parent, None, store, open_index(cfg), Keyring.open(cfg.keyring_dir),
                          Spool(cfg.spool_dir))
     try:
         asyncio.run(parts.put_segments(YARD, start_ms, range(OLD), payload=lambda n: os.urandom(4000)))
         # Old footage was ingested long ago: its object-lock period (none here) is over, as the sweep reckons it.
-        with parts.index.transaction() as db:
+        with tampering(parts.index) as db:
             db.execute("UPDATE segments SET ingested_ms = end_ms + 1000 WHERE camera = ?", (YARD,))
     finally:
         parts.close()

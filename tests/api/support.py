@@ -34,6 +34,7 @@ from storage.keyring import Keyring
 from storage.retrieve import open_segment
 from tests.support.api import ApiClient
 from tests.support.parts import StorageParts
+from tests.support.rawsql import sql_rows
 
 ROLES = ("viewer", "evidence", "admin")
 
@@ -86,9 +87,9 @@ async def refused_without_change(api, method: str, path: str, token: str, body: 
                                  fragment: str) -> None:
     """A retention or hold request refused with ``status`` naming ``fragment``; no hold or rule changed."""
     index = api.srv.backend.index
-    before = index.query("SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
+    before = sql_rows(index, "SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
     await problem_of(await api.request(method, path, token, **body_kw(body)), status, fragment)
-    after = index.query("SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
+    after = sql_rows(index, "SELECT COUNT(*) FROM retention_holds")[0][0], api.srv.retention.stored.version
     assert after == before  # nothing changed
 
 

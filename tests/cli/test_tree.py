@@ -17,9 +17,10 @@ from nvr.cli.tree import COMMANDS, Command, build_parser
 from storage.errors import IntegrityError
 
 TOP = ["serve", "segments", "fetch", "keys", "token", "verify", "verify-bundle", "reindex", "retention",
-       "check-config"]
+       "index", "check-config"]
 LEAVES = {"serve", "segments", "fetch", "keys", "token create", "token revoke", "token list", "verify",
-          "verify-bundle", "reindex", "retention run", "retention preview", "check-config"}
+          "verify-bundle", "reindex", "retention run", "retention preview", "index status", "index migrate",
+          "check-config"}
 
 
 def _leaves(commands: tuple[Command, ...], prefix: str = "") -> dict[str, Command]:
@@ -44,7 +45,7 @@ def test_every_command_is_in_help(capsys):
     for c in COMMANDS:
         assert f"    {c.name} " in out and c.help in flat
     assert "exit status: 0 ok" in flat and "3 stored data does not match the ledger" in flat
-    for group in ("token", "retention"):
+    for group in ("token", "retention", "index"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([group, "--help"])
         sub = next(c for c in COMMANDS if c.name == group).sub
@@ -74,7 +75,7 @@ def test_common_options_stand_on_every_command():
     for leaf in LEAVES:
         required = {"fetch": ["x:1", "-o", "f"], "keys": ["list"], "token create": ["--name", "a", "--role", "admin"],
                     "token revoke": ["a"], "verify": ["--camera", "a", "--start", "s", "--end", "e"],
-                    "verify-bundle": ["b.zip"]}.get(leaf, [])
+                    "verify-bundle": ["b.zip"], "index migrate": ["--to", "postgresql://nvr@db/nvr"]}.get(leaf, [])
         args = p.parse_args([*leaf.split(), *required, "--data-dir", "/d", "--log-level", "debug"])
         assert (args.data_dir, args.log_level, args.config) == (Path("/d"), "debug", None)
         assert args.run is _leaves(COMMANDS)[leaf].run

@@ -13,6 +13,7 @@ from nvr.custody.checkpoint import (
     trusted_keys,
 )
 from storage.ledger import canonical_json
+from tests.support.rawsql import sql_rows, tampering
 
 pytestmark = pytest.mark.integration
 
@@ -48,24 +49,24 @@ async def test_writer_signs_on_interval_and_at_stop_and_refuses_an_edited_chain(
     await custody.writer.start()
     try:
         await custody.writer.wait_rounds(1, timeout=10)
-        assert custody.index.query("SELECT seq FROM checkpoints WHERE camera = 'cam'") == [(0,)]
+        assert sql_rows(custody.index, "SELECT seq FROM checkpoints WHERE camera = 'cam'") == [(0,)]
         await custody.record("cam", [1])
         done = custody.writer.rounds
         await custody.writer.wait_rounds(done + 2, timeout=10)
-        assert custody.index.query("SELECT MAX(seq) FROM checkpoints WHERE camera = 'cam'") == [(1,)]
+        assert sql_rows(custody.index, "SELECT MAX(seq) FROM checkpoints WHERE camera = 'cam'") == [(1,)]
         custody.writer.interval = 3600
         await custody.writer.wait_rounds(custody.writer.rounds + 1, timeout=10)  # now parked for an hour
         await custody.record("cam", [2])
     finally:
         await custody.writer.stop()  # the final checkpoint, at shutdown
-    assert custody.index.query("SELECT MAX(seq) FROM checkpoints WHERE camera = 'cam'") == [(2,)]
+    assert sql_rows(custody.index, "SELECT MAX(seq) FROM checkpoints WHERE camera = 'cam'") == [(2,)]
     assert custody.client().stat_object(custody.bucket, checkpoint_key("cam", 2))
 
     # A record edited before it was checkpointed: the writer will not attest the chain built on it.
     await custody.record("cam", [3])
     rec = custody.index.ledger_records("cam", 3, 3)[0]
     rec["size"] += 1
-    with custody.index.transaction() as db:
+    with tampering(custody.index) as db:
         db.execute("UPDATE ledger SET record = ? WHERE camera = 'cam' AND seq = 3", (canonical_json(rec).decode(),))
     await custody.record("cam", [4])
     with pytest.raises(CheckpointRefused):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import sqlite3
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,6 +15,7 @@ from nvr.custody.verify import VerifyReport, verify_segment
 from storage.keyring import SigningKey
 from storage.ledger import canonical_json, record_hash, tombstone_record, verify_chain
 from tests.custody.conftest import SEG_MS, T0, Custody, flip
+from tests.support.rawsql import tampering
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ async def t_object_deleted(p):
 async def t_record_edited(p):
     rec = p.index.ledger_records("cam", 2, 2)[0]
     rec["sha256"] = "0" * 64
-    with p.index.transaction() as db:  # the attacker rewrites record, its hash and the row's record hash
+    with tampering(p.index) as db:  # the attacker rewrites record, its hash and the row's record hash
         db.execute("UPDATE ledger SET record = ?, hash = ? WHERE camera = 'cam' AND seq = 2",
                    (canonical_json(rec).decode(), record_hash(rec)))
         db.execute("UPDATE segments SET sha256 = ?, record_hash = ? WHERE id = 'cam:2'", (rec["sha256"],
@@ -94,12 +94,12 @@ async def t_record_edited(p):
 
 
 async def t_record_removed(p):
-    with p.index.transaction() as db:
+    with tampering(p.index) as db:
         db.execute("DELETE FROM ledger WHERE camera = 'cam' AND seq = 2")
 
 
 async def t_records_reordered(p):
-    with p.index.transaction() as db:
+    with tampering(p.index) as db:
         db.execute("UPDATE ledger SET seq = -1 WHERE camera = 'cam' AND seq = 1")
         db.execute("UPDATE ledger SET seq = 1 WHERE camera = 'cam' AND seq = 2")
         db.execute("UPDATE ledger SET seq = 2 WHERE camera = 'cam' AND seq = -1")
@@ -125,7 +125,7 @@ async def t_checkpoint_bad_signature(p):
 
 async def t_rollback_index_truncated(p):
     # Hide the last two segments: their records, rows and the index's memory of the checkpoint.
-    with p.index.transaction() as db:
+    with tampering(p.index) as db:
         db.execute("DELETE FROM ledger WHERE camera = 'cam' AND seq >= 3")
         db.execute("DELETE FROM segments WHERE camera = 'cam' AND seq >= 3")
         db.execute("DELETE FROM checkpoints WHERE camera = 'cam'")
@@ -226,7 +226,7 @@ async def test_retention_deletions_are_reported_and_the_chain_verifies_across_th
                                 object_key=row.object_key, rule="max_age", deleted_at=ms_to_rfc3339(T0 + 99_000),
                                 node="test")
         custody.index.append_record(tomb)
-        with custody.index.transaction() as db:
+        with tampering(custody.index) as db:
             db.execute("UPDATE segments SET state = 'deleted' WHERE id = ?", (row.id,))
 
     report = await custody.verify("cam")
@@ -257,8 +257,3 @@ async def test_retention_deletions_are_reported_and_the_chain_verifies_across_th
     assert "cam:3" in captured.out and "MISSING" in captured.out and "VERIFICATION FAILED" in captured.err
     assert await asyncio.to_thread(custody.cli, "verify", "--camera", "cam", "--start", "yesterday",
                                    "--end", ms_to_rfc3339(T0)) == 2
-
-
-def test_sqlite_json1_available():
-    # Verification finds segment records by time with json_extract; refuse to run on a SQLite without it.
-    assert sqlite3.connect(":memory:").execute("SELECT json_extract('{\"a\": 1}', '$.a')").fetchone() == (1,)

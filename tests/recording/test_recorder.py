@@ -11,8 +11,8 @@ import time
 import pytest
 
 from nvr.base.ffmpeg import find_ffmpeg
+from nvr.server.backend import open_index
 from storage.envelope import MAGIC
-from storage.index import Index
 from storage.ledger import record_hash, verify_chain
 from storage.objectstore import RECORD_META
 from tests.conftest import make_config, minio_client, running, wait_segments
@@ -30,7 +30,7 @@ async def test_two_cameras_record_encrypted_chained_segments(rtsp, s3, bucket, t
         statuses = srv.recorders.statuses()
         assert all(st.restarts == 0 for st in statuses.values()), statuses
     # Shutdown finished the last segments and drained the spool.
-    index = Index(cfg.index_path)  # the server closed its own
+    index = open_index(cfg)  # the server closed its own
     assert not list(cfg.spool_dir.rglob("*.mp4"))
     for cam in ("front", "back"):
         rows = index.segments(cam)
@@ -78,7 +78,7 @@ async def test_camera_drop_restarts_ffmpeg_and_records_a_gap(rtsp, s3, bucket, t
         before = len(srv.backend.index.segments("gate"))
         await asyncio.to_thread(rtsp.restore, "cam3")
         await wait_segments(srv, "gate", before + 3, timeout=90)
-    index = Index(cfg.index_path)  # the server closed its own
+    index = open_index(cfg)  # the server closed its own
     rows = index.segments("gate")
     assert_contiguous(rows, allow_gaps=True)
     holes = [b.start_ms - a.end_ms for a, b in zip(rows, rows[1:], strict=False) if b.start_ms - a.end_ms > 100]
@@ -103,7 +103,7 @@ async def test_unreachable_camera_backs_off_without_disturbing_others(rtsp, s3, 
         assert alive.restarts == 0 and alive.state == "recording"
     dumped = json.dumps(http_status) + caplog.text
     assert "topsecret77" not in dumped and "admin" not in json.dumps(http_status)
-    index = Index(cfg.index_path)
+    index = open_index(cfg)
     assert index.segments("dead") == []
     assert_contiguous(index.segments("alive"))
 

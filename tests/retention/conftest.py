@@ -20,6 +20,7 @@ from storage.index import AuditEntry, Index, SegmentRow
 from storage.ledger import verify_chain
 from storage.objectstore import ObjectStore
 from tests.support.parts import StorageParts, open_parts
+from tests.support.rawsql import sql_rows
 
 MIN = 60_000
 H = 60 * MIN
@@ -118,7 +119,7 @@ class RetentionEnv:
             stones = [t["segment_seq"] for t in self.tombstones(cam)]
             assert sorted(stones) == sorted(r.seq for r in deleted if r.camera == cam)
         assert self.versions() == stored  # nothing orphaned, nothing missing
-        assert self.index.query("SELECT COUNT(*) FROM retention_pending")[0][0] == 0
+        assert sql_rows(self.index, "SELECT COUNT(*) FROM retention_pending")[0][0] == 0
 
 
 def metrics_text(svc: RetentionService) -> str:

@@ -13,7 +13,7 @@ from nvr.base.times import now_ms
 from nvr.config.settings import load_config
 from retention.service import RetentionSettings
 from tests.retention.conftest import H
-from tests.support import checks, tomlw
+from tests.support import checks, indexdb, tomlw
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,7 @@ async def test_cli_preview_and_run(env, s3):
         "storage": {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key,
                     "bucket": env.store.bucket},
         "retention": {"min_age": "1m"},
+        "index": indexdb.config_table(),
     }))
     svc = await env.service(RetentionSettings.from_config(load_config(tmp / "nvr.toml")).rules)
     rows = await env.add("a", now - 2 * H, 3, svc=svc)

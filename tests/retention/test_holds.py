@@ -9,6 +9,7 @@ import pytest
 from nvr.base.times import now_ms
 from retention.holds import HoldRequest
 from tests.retention.conftest import H
+from tests.support.rawsql import sql_rows
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +36,7 @@ async def test_open_ended_hold_covers_later_segments_and_release_clears_only_unn
     released = [e for e in env.actions("hold.release")]
     assert [(e.target, e.detail["reason"], e.actor) for e in released] == [
         (h1.id, "case closed", "token:officer"), (h2.id, "case closed", "token:officer")]
-    assert env.index.query("SELECT COUNT(*) FROM retention_legal_holds")[0][0] == 0
+    assert sql_rows(env.index, "SELECT COUNT(*) FROM retention_legal_holds")[0][0] == 0
 
 
 async def test_expired_hold_stops_protecting_and_its_expiry_is_audited(env):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 from minio.error import S3Error
 
@@ -13,6 +11,7 @@ from storage.errors import IndexError_
 from storage.index import Index
 from storage.ledger import ChainHead, tombstone_record, verify_chain
 from tests.retention.conftest import Crash, H, metrics_text
+from tests.support.rawsql import sql_rows, tampering
 
 pytestmark = pytest.mark.integration
 
@@ -143,17 +142,17 @@ def test_chain_head_inside_a_transaction_sees_its_own_appends(tmp_path):
                                 object_key=f"k{seq}", rule="max_age", deleted_at="2024-01-01T00:00:00Z", node="t")
 
     with pytest.raises(Crash):
-        with index.transaction() as db:
-            index.append_record_in(db, stone(0))
+        with tampering(index):  # an index method called inside a write joins it
+            index.append_record(stone(0))
             assert index.chain_head("a").seq == 0
             raise Crash()
     assert index.chain_head("a") == ChainHead("a")  # rolled back
-    with index.transaction() as db:
-        hashes = [index.append_record_in(db, stone(n)) for n in range(3)]
+    with tampering(index):
+        hashes = [index.append_record(stone(n)) for n in range(3)]
         assert index.chain_head("a") == ChainHead("a", 2, hashes[-1])
     assert verify_chain("a", index.ledger_records("a")) == [] and len(index.ledger_records("a")) == 3
-    with pytest.raises(IndexError_):  # outside a transaction each record would commit on its own
-        index.append_record_in(sqlite3.connect(":memory:"), stone(3))
+    with pytest.raises(IndexError_):  # a record that does not extend the head is refused
+        index.append_record({**stone(3), "seq": 7})
     index.close()
 
 
@@ -169,7 +168,7 @@ async def test_s3_error_on_one_object_leaves_it_pending_and_the_rest_proceed(env
     assert report.deleted["a"].segments == 3 and report.pending_left == 1
     assert env.index.segment(stuck.id).state == "pending_delete"
     assert env.legal_hold(stuck)  # reconcile did not touch a legal hold it does not own
-    attempts, error = env.index.query("SELECT attempts, error FROM retention_pending WHERE segment_id = ?",
+    attempts, error = sql_rows(env.index, "SELECT attempts, error FROM retention_pending WHERE segment_id = ?",
                                       (stuck.id,))[0]
     assert attempts == 1 and "AccessDenied" in error
     assert "nvr_retention_delete_failures_total 1" in metrics_text(svc).splitlines()

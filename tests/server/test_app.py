@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from nvr.server.backend import open_index
 from storage.embedded_s3 import EmbeddedS3
-from storage.index import Index
 from storage.ledger import verify_chain
 from tests.conftest import make_config, minio_client, running, wait_segments
+from tests.support import indexdb
 from tests.support.checks import assert_contiguous, bucket_keys, cli
 from tests.support.wait import until_while_running
 
@@ -42,7 +43,7 @@ async def test_s3_outage_loses_nothing_and_alarms(rtsp, tmp_path, bucket):
             await emb.start()
             await srv.pulse.wait_until(
                 lambda: srv.ingest.storage_error is None and spool.backlog("yard") == 0, timeout=90)
-        index = Index(cfg.index_path)
+        index = open_index(cfg)
         rows = index.segments("yard")
         assert len(rows) >= 5
         assert_contiguous(rows)  # nothing lost: no hole where S3 was away
@@ -62,7 +63,7 @@ async def test_sigkill_mid_run_then_restart_ingests_spool_exactly_once(rtsp, s3,
     try:
         await asyncio.to_thread(
             until_while_running, proc,
-            lambda: cfg.index_path.exists() and len(Index(cfg.index_path).segments("lobby")) >= 3,
+            lambda: indexdb.count_segments(cfg, "lobby") >= 3,
             timeout=90, log=log,
         )
     finally:
@@ -75,7 +76,7 @@ async def test_sigkill_mid_run_then_restart_ingests_spool_exactly_once(rtsp, s3,
         await srv.pulse.wait_until(lambda: srv.spool.backlog("lobby") == 0 and any(
             r.partial for r in srv.backend.index.segments("lobby")), timeout=60)
         await wait_segments(srv, "lobby", len(srv.backend.index.segments("lobby")) + 2, timeout=60)
-    index = Index(cfg.index_path)  # the server closed its own
+    index = open_index(cfg)  # the server closed its own
     rows = index.segments("lobby")
     assert any(r.partial for r in rows)
     assert_contiguous(rows, allow_gaps=True)

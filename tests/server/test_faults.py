@@ -13,7 +13,6 @@ import asyncio
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -23,10 +22,11 @@ import pytest
 
 from nvr.base.times import ms_to_rfc3339
 from nvr.server.app import NvrServer
+from nvr.server.backend import open_index
 from storage.embedded_s3 import S3Endpoint
-from storage.index import Index
 from storage.ledger import verify_chain
 from tests.conftest import make_config, running, wait_segments
+from tests.support import indexdb
 from tests.support.checks import assert_contiguous, bucket_keys, cli
 from tests.support.s3proxy import S3Proxy
 
@@ -48,7 +48,7 @@ async def healthz(srv: NvrServer) -> dict:
 
 def assert_nothing_lost(cfg, s3: S3Endpoint, bucket: str, camera: str, *, gaps: bool = False) -> list:
     """Every segment indexed once, in the bucket once, the chain intact, the spool empty."""
-    index = Index(cfg.index_path)
+    index = open_index(cfg)
     try:
         rows = index.segments(camera)
         assert_contiguous(rows, allow_gaps=gaps)
@@ -62,7 +62,7 @@ def assert_nothing_lost(cfg, s3: S3Endpoint, bucket: str, camera: str, *, gaps: 
 
 
 def actions(cfg) -> list[str]:
-    index = Index(cfg.index_path)
+    index = open_index(cfg)
     try:
         return [e.action for e in index.audit_entries()]
     finally:
@@ -207,6 +207,8 @@ async def test_full_spool_disk_stops_the_camera_loudly_and_it_resumes_when_space
 
 
 async def test_full_data_dir_alarms_and_ingest_resumes_when_space_returns(rtsp, s3, bucket, tmp_path, mounts):
+    if indexdb.current() is not None:
+        pytest.skip("the index is in the data dir only on SQLite (PostgreSQL's outage: the next test)")
     data = tmp_path / "data"
     _mount_tmpfs(data, "24m")
     mounts.append(data)
@@ -224,31 +226,45 @@ async def test_full_data_dir_alarms_and_ingest_resumes_when_space_returns(rtsp, 
     assert_nothing_lost(cfg, s3, bucket, "hall")
 
 
+async def test_an_unreachable_postgresql_index_alarms_and_ingest_resumes(rtsp, s3, bucket, tmp_path, index_backend,
+                                                                        postgres):
+    if index_backend != "postgresql":
+        pytest.skip("a database server that goes away: PostgreSQL's case")
+    cfg = make_config(tmp_path, s3, bucket, [{"id": "hall", "url": rtsp.url("cam5")}])
+    async with running(cfg) as srv:
+        await wait_segments(srv, "hall", 2, timeout=60)
+        await asyncio.to_thread(postgres.pause)  # the index server stops: connections refused
+        try:
+            await srv.pulse.wait_until(lambda: has_alarm(srv, "camera hall", "index"), timeout=60)
+            assert (await healthz(srv))["ok"] is False
+            assert srv.recorders.status("hall").state == "recording"  # recording never waits for the index
+            await srv.pulse.wait_until(lambda: srv.spool.backlog("hall") >= 2, timeout=30)
+        finally:
+            await asyncio.to_thread(postgres.resume)
+        await srv.pulse.wait_until(lambda: srv.spool.backlog("hall") == 0 and not srv.status()["alarms"],
+                                   timeout=60)
+    assert_nothing_lost(cfg, s3, bucket, "hall")
+
+
 # ---------------------------------------------------------------------- a lost index
-
-
-def _backup(src: Path, dst: Path) -> None:
-    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
-        a.backup(b)
 
 
 @pytest.mark.parametrize("loss", ["deleted", "empty", "old copy"])
 async def test_a_lost_or_old_index_is_rebuilt_from_the_bucket_and_never_forks_the_chain(rtsp, s3, bucket, tmp_path,
                                                                                         loss):
+    if loss == "old copy" and indexdb.current() is not None:
+        pytest.skip("an old copy of the index file: SQLite's case (PostgreSQL is restored by its operator's tools)")
     cfg = make_config(tmp_path, s3, bucket, [{"id": "quay", "url": rtsp.url("cam6")}])
     old = tmp_path / "old.sqlite3"
     async with running(cfg) as srv:
         await wait_segments(srv, "quay", 2, timeout=60)
         await srv.checkpoints.write_all()  # the bucket now holds a checkpoint too
-        await asyncio.to_thread(_backup, cfg.index_path, old)
+        if loss == "old copy":
+            await asyncio.to_thread(srv.backend.index.maintenance.backup_to, old)
         await wait_segments(srv, "quay", 5, timeout=60)
-    first = cfg.index_path
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{first}{suffix}").unlink(missing_ok=True)
-    if loss == "empty":
-        first.write_bytes(b"")
-    elif loss == "old copy":
-        shutil.copy(old, first)
+    indexdb.lose(cfg.data_dir, empty=loss == "empty")
+    if loss == "old copy":
+        shutil.copy(old, cfg.index_path)
     async with running(cfg) as srv:
         assert srv.ledger_ready.is_set()
         have = len(srv.backend.index.segments("quay"))

@@ -13,7 +13,7 @@ from storage.objectstore import RECORD_META
 from storage.retrieve import open_segment
 from storage.spool import ClosedSegment, Spool
 from tests.conftest import minio_client
-from tests.support import tomlw
+from tests.support import indexdb, tomlw
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,7 @@ async def test_flipped_byte_in_object_fails_with_a_clear_error(storage_parts, tm
     cfg_file.write_text(tomlw.dumps({
         "server": {"data_dir": str(tmp_path / "data")},
         "storage": {"endpoint": s3.endpoint, "access_key": s3.access_key, "secret_key": s3.secret_key, "bucket": bucket},
+        "index": indexdb.config_table(),
     }))
     out = tmp_path / "out.mp4"
     proc = subprocess.run([sys.executable, "-m", "nvr.cli", "fetch", row.id, "-o", str(out), "--config", str(cfg_file)],

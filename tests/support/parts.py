@@ -15,6 +15,7 @@ from storage.index import Index, SegmentRow
 from storage.keyring import Keyring
 from storage.objectstore import ObjectStore
 from storage.spool import ClosedSegment, Spool
+from tests.support import indexdb
 
 SEG_MS = 2000  # the length of a segment put_segments makes
 
@@ -79,10 +80,14 @@ class StorageParts:
     def reopen_index(self) -> Index:
         """Close and reopen the index file (as a restart would); ingestors made here follow."""
         self.index.close()
-        self.index = Index(self.data_dir / "index.sqlite3")
+        self.index = indexdb.open_index(self.data_dir)
         for ing in self._ingestors.values():
             ing.index = self.index
         return self.index
+
+    def reopen_index_copy(self) -> Index:
+        """A second index on the same database, as another process would open it (the caller closes it)."""
+        return indexdb.open_index(self.data_dir)
 
     def close(self) -> None:
         self.index.close()
@@ -95,5 +100,5 @@ def open_parts(tmp: Path, s3: S3Endpoint, bucket: str, *, object_lock: bool = Fa
                         object_lock=object_lock)
     store.ensure_bucket()
     data = tmp / "data"
-    return StorageParts(tmp, s3, store, Index(data / "index.sqlite3"), Keyring.open(data / "keyring"),
+    return StorageParts(tmp, s3, store, indexdb.open_index(data), Keyring.open(data / "keyring"),
                         Spool(data / "spool"))

@@ -29,16 +29,13 @@ from nvr.custody.checkpoint.keys import (
     trusted_keys,
 )
 from nvr.custody.checkpoint.store import (
-    CHECKPOINT_SCHEMA,
     KEYS_PREFIX,
-    ensure_tables,
+    checkpoint_row,
     get_bytes,
     indexed_checkpoints,
-    insert_checkpoints,
     journal_bytes,
     key_object_key,
     latest_indexed_checkpoint,
-    ledger_cameras,
     list_checkpoint_seqs,
     parse_journal,
     publish_keys,
@@ -57,12 +54,12 @@ from storage.ledger import (
 )
 
 __all__ = [
-    "ALGORITHM", "CHECKPOINT_KEY_RE", "CHECKPOINT_SCHEMA", "CHECKPOINT_VERSION", "CHECK_FORMAT", "CHECK_MISMATCH",
+    "ALGORITHM", "CHECKPOINT_KEY_RE", "CHECKPOINT_VERSION", "CHECK_FORMAT", "CHECK_MISMATCH",
     "CHECK_ROLLBACK", "CHECK_SIGNATURE", "CHECK_UNKNOWN_KEY", "DEFAULT_INTERVAL", "JOURNAL_KEY_RE", "KEYS_PREFIX",
     "LEDGER_PREFIX", "Checkpoint", "CheckpointError", "CheckpointRefused", "CheckpointWriter", "checkpoint_body",
-    "checkpoint_from_json", "checkpoint_key", "ensure_tables", "fingerprint", "get_bytes", "indexed_checkpoints",
-    "insert_checkpoints", "journal_bytes", "journal_key", "key_object_key", "latest_indexed_checkpoint",
-    "ledger_cameras", "list_checkpoint_seqs", "load_public_pem", "normalize_fingerprint", "parse_checkpoint", "parse_journal",
+    "checkpoint_from_json", "checkpoint_key", "fingerprint", "get_bytes", "checkpoint_row", "indexed_checkpoints",
+    "journal_bytes", "journal_key", "key_object_key", "latest_indexed_checkpoint",
+    "list_checkpoint_seqs", "load_public_pem", "normalize_fingerprint", "parse_checkpoint", "parse_journal",
     "public_pem", "publish_keys", "put_bytes", "put_checkpoint", "record_checkpoint", "sign_checkpoint",
     "trusted_keys",
 ]

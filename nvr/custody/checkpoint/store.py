@@ -12,8 +12,8 @@ In the bucket (blocking calls: run them with ``store.run``)::
 Camera ids may be ``keys``: names are told apart by their shape (12 digits +
 ``.json`` is a checkpoint, a key id + ``.pem`` is a key), never by prefix.
 
-Each checkpoint is also kept in the index (table ``checkpoints``, created here
-with ``CREATE TABLE IF NOT EXISTS``), which is how a rolled-back or deleted
+Each checkpoint is also kept in the index (table ``checkpoints``,
+``storage/index/checkpoints.py``), which is how a rolled-back or deleted
 checkpoint in the bucket is noticed: the index remembers what was signed.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ from minio.error import S3Error
 
 from nvr.custody.checkpoint.document import Checkpoint
 from nvr.custody.checkpoint.keys import trusted_keys
-from storage.index import Index
+from storage.index import CheckpointRow, Index
 from storage.keyring import Keyring, public_pem
 from storage.ledger import (
     CHECKPOINT_KEY_RE,
@@ -66,65 +65,31 @@ def parse_journal(data: bytes) -> list[dict[str, Any]] | None:
 
 # ---------------------------------------------------------------------- index table
 
-CHECKPOINT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    camera TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    head TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    key_id TEXT NOT NULL,
-    body TEXT NOT NULL,            -- canonical JSON, exactly the signed bytes
-    signature TEXT NOT NULL,       -- hex
-    PRIMARY KEY (camera, seq)
-) WITHOUT ROWID
-"""
-_CP_COLUMNS = "camera, seq, head, time_ms, key_id, body, signature"
+def _from_row(row: CheckpointRow) -> Checkpoint:
+    b = json.loads(row.body)
+    return Checkpoint(row.camera, row.seq, row.head, row.time_ms, row.key_id, b.get("node", ""), b, row.signature)
 
 
-def ensure_tables(index: Index) -> None:
-    with index.transaction() as db:
-        db.execute(CHECKPOINT_SCHEMA)
-
-
-def _from_row(row: tuple) -> Checkpoint:
-    camera, seq, head, time_ms, key_id, body, sig = row
-    b = json.loads(body)
-    return Checkpoint(camera, seq, head, time_ms, key_id, b.get("node", ""), b, sig)
-
-
-def insert_checkpoints(db: sqlite3.Connection, checkpoints: Iterable[Checkpoint]) -> None:
-    """Rows for ``checkpoints`` in an open transaction (one already there is kept)."""
-    db.executemany(
-        f"INSERT INTO checkpoints ({_CP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(cp.camera, cp.seq, cp.head, cp.time_ms, cp.key_id, canonical_json(cp.body).decode("utf-8"), cp.signature)
-         for cp in checkpoints])
+def checkpoint_row(cp: Checkpoint) -> CheckpointRow:
+    """The index row of ``cp`` (its body as the canonical JSON that was signed)."""
+    return CheckpointRow(cp.camera, cp.seq, cp.head, cp.time_ms, cp.key_id, canonical_json(cp.body).decode("utf-8"),
+                         cp.signature)
 
 
 def record_checkpoint(index: Index, cp: Checkpoint) -> None:
     """Remember a checkpoint that is in the bucket (a repeat is a no-op)."""
-    with index.transaction() as db:
-        insert_checkpoints(db, [cp])
+    index.checkpoints.insert([checkpoint_row(cp)])
 
 
 def indexed_checkpoints(index: Index, camera: str, from_seq: int = 0, to_seq: int | None = None) -> list[Checkpoint]:
     """The checkpoints the index remembers for ``camera`` in [from_seq, to_seq], by seq."""
-    sql = f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE camera = ? AND seq >= ?"
-    args: tuple = (camera, from_seq)
-    if to_seq is not None:
-        sql += " AND seq <= ?"
-        args += (to_seq,)
-    return [_from_row(r) for r in index.query(sql + " ORDER BY seq", args)]
+    return [_from_row(r) for r in index.checkpoints.between(camera, from_seq, to_seq)]
 
 
 def latest_indexed_checkpoint(index: Index, camera: str) -> Checkpoint | None:
     """The newest checkpoint the index remembers for ``camera``."""
-    rows = index.query(f"SELECT {_CP_COLUMNS} FROM checkpoints WHERE camera = ? ORDER BY seq DESC LIMIT 1", (camera,))
-    return _from_row(rows[0]) if rows else None
-
-
-def ledger_cameras(index: Index) -> list[str]:
-    """Every camera with a ledger chain in the index."""
-    return [r[0] for r in index.query("SELECT DISTINCT camera FROM ledger ORDER BY camera")]
+    row = index.checkpoints.latest(camera)
+    return _from_row(row) if row else None
 
 
 # ---------------------------------------------------------------------- bucket access (blocking: use store.run)

@@ -25,11 +25,9 @@ from nvr.custody.checkpoint.document import (
 from nvr.custody.checkpoint.keys import trusted_keys
 from nvr.custody.checkpoint.store import (
     checkpoint_key,
-    ensure_tables,
     get_bytes,
     key_object_key,
     latest_indexed_checkpoint,
-    ledger_cameras,
     publish_keys,
     put_checkpoint,
     record_checkpoint,
@@ -71,16 +69,9 @@ class CheckpointWriter:
         self._refused: dict[str, str] = {}  # camera -> last refusal message (audited once)
         self._task: asyncio.Task | None = None
         self._round = asyncio.Condition()
-        self._tables: Index | None = None  # the index whose tables exist
-
-    async def _ensure_tables(self) -> None:
-        if self._tables is not self.index:
-            await asyncio.to_thread(ensure_tables, self.index)
-            self._tables = self.index
 
     async def start(self) -> None:
-        """Create the table, publish the public keys (best effort) and start the signing loop."""
-        await self._ensure_tables()
+        """Publish the public keys (best effort) and start the signing loop."""
         with contextlib.suppress(StorageError):
             await self.publish_keys()
         self._task = asyncio.create_task(self._loop(), name="ledger-checkpoints")
@@ -142,8 +133,7 @@ class CheckpointWriter:
         """Sign every camera whose head moved since its last checkpoint; returns the new checkpoints."""
         written: list[Checkpoint] = []
         try:
-            await self._ensure_tables()
-            for camera in await asyncio.to_thread(ledger_cameras, self.index):
+            for camera in await asyncio.to_thread(self.index.ledger_cameras):
                 try:
                     cp = await self._write(camera)
                 except CheckpointRefused:
@@ -175,7 +165,6 @@ class CheckpointWriter:
 
     async def _write(self, camera: str) -> Checkpoint | None:
         """Sign ``camera``'s head if it moved; returns the new checkpoint or None."""
-        await self._ensure_tables()
         async with self._locks(camera):
             head = await asyncio.to_thread(self.index.chain_head, camera)
             if head.seq < 0:

@@ -22,7 +22,7 @@ from nvr.custody.exports.service import (
     expiry_interval,
     fresh_private_dir,
 )
-from nvr.custody.exports.table import EXPORT_SCHEMA, ExportJob, Usage
+from nvr.custody.exports.table import ExportJob, Usage
 
-__all__ = ["EXPORT_SCHEMA", "Builder", "ExportFailed", "ExportJob", "ExportLimited", "ExportService", "Usage",
+__all__ = ["Builder", "ExportFailed", "ExportJob", "ExportLimited", "ExportService", "Usage",
            "expiry_interval", "fresh_private_dir"]

@@ -100,7 +100,6 @@ class ExportService:
                 shutil.rmtree(p, ignore_errors=True)
             for p in self.dir.glob(".*.part"):
                 p.unlink(missing_ok=True)
-            table.ensure(self.index)
             stale = table.fail_unfinished(self.index, self.clock(), INTERRUPTED)
             named = table.bundle_names(self.index)
             orphans = sorted(p.name for p in self.dir.glob("*.zip") if p.name not in named)

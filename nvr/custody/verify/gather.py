@@ -32,7 +32,6 @@ from nvr.custody.checkpoint import (
     CheckpointError,
     checkpoint_from_json,
     checkpoint_key,
-    ensure_tables,
     get_bytes,
     indexed_checkpoints,
     latest_indexed_checkpoint,
@@ -66,28 +65,20 @@ def _json_or_none(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_FIELD = "CASE WHEN json_valid(record) THEN json_extract(record, ?) END"
-
 
 def _gather_index(index: Index, camera: str, start_ms: int, end_ms: int, only_seq: int | None):
     """Rows and in-range seqs (from the rows *and* the ledger), tombstones and the head (blocking)."""
-    ensure_tables(index)
     if only_seq is not None:
         row = index.segment(segment_id(camera, only_seq))
         rows = {only_seq: row} if row is not None else {}
         seqs = {only_seq}
     else:
         rows = {r.seq: r for r in index.segments(camera, start_ms, end_ms)}
-        found = index.query(
-            f"SELECT seq FROM ledger WHERE camera = ? AND {_FIELD} = 'segment' AND {_FIELD} > ? AND {_FIELD} < ?",
-            (camera, "$.type", "$.end", ms_to_rfc3339(start_ms), "$.start", ms_to_rfc3339(end_ms)))
-        seqs = set(rows) | {r[0] for r in found}
+        seqs = set(rows) | set(index.segment_record_seqs(camera, start_ms, end_ms))
     tombstones: dict[int, tuple[int, dict[str, Any]]] = {}
     if seqs:
         lo, hi = min(seqs), max(seqs)
-        for seq, text in index.query(
-                f"SELECT seq, record FROM ledger WHERE camera = ? AND type = 'tombstone' "
-                f"AND {_FIELD} BETWEEN ? AND ? ORDER BY seq", (camera, "$.segment_seq", lo, hi)):
+        for seq, text in index.tombstones(camera, lo, hi):
             rec = _json_or_none(text)
             if rec is not None and rec.get("segment_seq") in seqs:
                 tombstones.setdefault(rec["segment_seq"], (seq, rec))
@@ -95,9 +86,7 @@ def _gather_index(index: Index, camera: str, start_ms: int, end_ms: int, only_se
 
 
 def _load_records(index: Index, camera: str, lo: int, hi: int) -> dict[int, dict[str, Any] | None]:
-    rows = index.query("SELECT seq, record FROM ledger WHERE camera = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-                       (camera, lo, hi))
-    return {seq: _json_or_none(text) for seq, text in rows}
+    return {seq: _json_or_none(text) for seq, text in index.ledger_texts(camera, lo, hi)}
 
 
 class _Checkpoints:
