@@ -179,7 +179,7 @@ def sha256_file(path: Path) -> tuple[str, int]:
         return sha256_stream(f)
 
 
-def decrypt(blob: bytes, context: SegmentContext, kek_for) -> bytes:
+def decrypt(blob: bytes | memoryview, context: SegmentContext, kek_for) -> bytes:
     """Decrypt a stored object; ``kek_for(key_id)`` returns the KEK. Raises IntegrityError on any mismatch."""
     header = parse_header(blob)
     kek = kek_for(header.key_id)  # a KeyringError (unknown key id) goes to the caller as is
@@ -190,9 +190,102 @@ def decrypt(blob: bytes, context: SegmentContext, kek_for) -> bytes:
             f"data key does not unwrap under KEK {header.key_id}: header altered or wrong key", check="unwrap"
         ) from None
     try:
-        return AESGCM(data_key).decrypt(header.nonce, blob[len(header.raw) :], context.aad(header.raw))
+        # A view, not a slice: a copy of the whole ciphertext would cost half as much as decrypting it.
+        return AESGCM(data_key).decrypt(header.nonce, memoryview(blob)[len(header.raw) :], context.aad(header.raw))
     except InvalidTag:
         raise IntegrityError(
             "authentication failed: the object was altered, or belongs to another camera, key or time",
             check="decrypt",
         ) from None
+
+
+class Opener:
+    """:func:`decrypt` of an object fed in pieces as it downloads, into one buffer of the plaintext's known size.
+
+    :meth:`feed` each piece in order; each is decrypted and its plaintext hashed at once, while
+    it is in cache. :meth:`finish` checks the GCM tag (the last 16 bytes) and only then returns
+    the plaintext; :meth:`sha256` is then its SHA-256. Every failure is the
+    :class:`IntegrityError` :func:`decrypt` raises for the same object (``size`` is the
+    plaintext length the ledger recorded: a longer or shorter object fails).
+    """
+
+    def __init__(self, context: SegmentContext, kek_for, size: int):
+        self._context, self._kek_for, self._size = context, kek_for, size
+        self._plain = bytearray(size)
+        self._out = memoryview(self._plain)
+        self._pos = 0
+        self._head = bytearray()  # the object's first bytes until the header is read
+        self._held = b""  # the last TAG_LEN bytes seen: the tag, if no more come
+        self._dec = None
+        self._hash = hashlib.sha256()
+        self._done = False
+
+    def feed(self, piece: bytes | memoryview) -> None:
+        if self._dec is None:
+            self._head += piece
+            if len(self._head) < MAX_HEADER_LEN + TAG_LEN:
+                return
+            piece = self._start(bytes(self._head))
+        self._update(piece)
+
+    def finish(self) -> bytearray:
+        if self._dec is None:
+            self._update(self._start(bytes(self._head)))
+        if self._pos != self._size or len(self._held) != TAG_LEN:
+            raise _altered()
+        try:
+            self._dec.finalize_with_tag(self._held)
+        except InvalidTag:
+            raise _altered() from None
+        self._done = True
+        return self._plain
+
+    def sha256(self) -> str:
+        """The SHA-256 (hex) of the plaintext :meth:`finish` returned."""
+        if not self._done:
+            raise RuntimeError("the plaintext is not authenticated yet: finish() first")
+        return self._hash.hexdigest()
+
+    def _start(self, head: bytes) -> memoryview:
+        header = parse_header(head)
+        kek = self._kek_for(header.key_id)
+        try:
+            data_key = aes_key_unwrap(kek, header.wrapped_key)
+        except InvalidUnwrap:
+            raise IntegrityError(
+                f"data key does not unwrap under KEK {header.key_id}: header altered or wrong key", check="unwrap"
+            ) from None
+        self._dec = Cipher(algorithms.AES(data_key), modes.GCM(header.nonce)).decryptor()
+        self._dec.authenticate_additional_data(self._context.aad(header.raw))
+        return memoryview(head)[len(header.raw):]
+
+    def _update(self, piece: bytes | memoryview) -> None:
+        start = self._pos
+        if len(piece) >= TAG_LEN:
+            self._decrypt(self._held)
+            self._decrypt(memoryview(piece)[:-TAG_LEN])
+            self._held = bytes(piece[-TAG_LEN:])
+        else:
+            both = self._held + bytes(piece)
+            self._decrypt(both[:-TAG_LEN])
+            self._held = both[-TAG_LEN:]
+        self._hash.update(self._out[start:self._pos])
+
+    def _decrypt(self, data: bytes | memoryview) -> None:
+        room, n = self._size - self._pos, len(data)
+        if n > room:
+            raise _altered()  # longer than the plaintext the ledger recorded
+        # update_into wants 15 bytes of room past its output: the buffer's last bytes come by update().
+        direct = n if n + 15 <= room else max(0, room - 15)
+        if direct:
+            self._pos += self._dec.update_into(data[:direct], self._out[self._pos:self._pos + direct + 15])
+        if direct < n:
+            rest = self._dec.update(data[direct:])
+            self._out[self._pos:self._pos + len(rest)] = rest
+            self._pos += len(rest)
+
+
+def _altered() -> IntegrityError:
+    return IntegrityError(
+        "authentication failed: the object was altered, or belongs to another camera, key or time", check="decrypt"
+    )

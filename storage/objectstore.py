@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -231,6 +231,15 @@ class ObjectStore:
             if limit is not None and len(out) >= limit:
                 break
         return out
+
+    def get_chunks(self, key: str, version_id: str | None = None, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The object in pieces of about ``chunk`` bytes as they arrive (the connection is held until the end)."""
+        resp = self.client.get_object(self.bucket, key, version_id=version_id)
+        try:
+            yield from resp.stream(chunk, decode_content=False)
+        finally:
+            resp.close()
+            resp.release_conn()
 
     def get(self, key: str, version_id: str | None = None) -> bytes:
         """The whole object."""

@@ -256,12 +256,13 @@ def plan_media(this: PlacedSegment, at_ms: int, after: PlacedSegment | None = No
     return MediaPlan(pieces, sum(p.size for p in pieces))
 
 
-def media_bytes(plan: MediaPlan, data: bytes | memoryview) -> bytes:
+def media_bytes(plan: MediaPlan, data: bytes | bytearray | memoryview) -> bytearray:
     """The media segment's bytes; ``data`` is the stored segment the plan was made from."""
     out = bytearray()
+    view = memoryview(data)  # the mdats copied once, into the answer (a slice would copy them twice)
     for p in plan.pieces:
-        out += render_head(p, data)
-        out += data[p.fragment.moof_end:p.fragment.end]
+        out += render_head(p, view)
+        out += view[p.fragment.moof_end:p.fragment.end]
     if len(out) != plan.size:
         raise Mp4Error(f"media segment is {len(out)} bytes, {plan.size} were planned")
-    return bytes(out)
+    return out

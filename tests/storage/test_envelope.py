@@ -84,3 +84,51 @@ def test_object_moved_to_another_camera_or_time_fails(field):
     with pytest.raises(IntegrityError, match="authentication failed") as err:
         decrypt(blob, other, kek_for)
     assert err.value.check == "decrypt"
+
+
+def _open(blob: bytes, size: int, piece: int, context: SegmentContext = CTX) -> bytearray:
+    opener = envelope.Opener(context, kek_for, size)
+    for at in range(0, len(blob), piece):
+        opener.feed(blob[at:at + piece])
+    return opener.finish()
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 545, 5000, 300_000])
+def test_opener_in_any_pieces_is_decrypt(size):
+    plain = os.urandom(size)
+    blob = encrypt(plain, CTX, "k1", KEK)
+    for piece in (1, 7, 16, 17, 4096, 1 << 20):
+        if size > 10_000 and piece < 4096:
+            continue  # byte by byte is slow and says nothing more
+        assert _open(blob, size, piece) == plain, piece
+        view = memoryview(blob)
+        opener = envelope.Opener(CTX, kek_for, size)
+        with pytest.raises(RuntimeError):
+            opener.sha256()  # no hash of what is not authenticated yet
+        for at in range(0, len(blob), piece):
+            opener.feed(view[at:at + piece])
+        assert opener.finish() == plain and opener.sha256() == hashlib.sha256(plain).hexdigest()
+
+
+@pytest.mark.parametrize("position", [0, 10, 60, 2000, -1, -20])
+def test_opener_fails_as_decrypt_does(position):
+    blob = bytearray(encrypt(b"x" * 5000, CTX, "k1", KEK))
+    blob[position] ^= 0x01
+    with pytest.raises((IntegrityError, KeyringError)) as want:
+        decrypt(bytes(blob), CTX, kek_for)
+    for piece in (100, 1 << 20):
+        with pytest.raises(type(want.value)) as got:
+            _open(bytes(blob), 5000, piece)
+        assert getattr(got.value, "check", None) == getattr(want.value, "check", None)
+
+
+def test_opener_refuses_another_length_or_context():
+    blob = encrypt(b"y" * 3000, CTX, "k1", KEK)
+    for size in (2999, 3001, 0):
+        with pytest.raises(IntegrityError, match="authentication failed"):
+            _open(blob, size, 1000)
+    with pytest.raises(IntegrityError, match="authentication failed"):
+        _open(blob[:-1], 3000, 1000)  # the tag cut short
+    other = SegmentContext(**{**CTX.__dict__, "camera": "other"})
+    with pytest.raises(IntegrityError, match="authentication failed"):
+        _open(blob, 3000, 1000, other)

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from storage.envelope import SegmentContext, encrypt
 from storage.errors import IntegrityError
 from storage.objectstore import RECORD_META
 from storage.retrieve import open_segment
@@ -55,3 +56,42 @@ async def test_flipped_byte_in_object_fails_with_a_clear_error(storage_parts, tm
     assert proc.returncode == 3
     assert "VERIFICATION FAILED (object_sha256)" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def _replace_object(client, bucket, row, blob: bytes) -> None:
+    st = client.stat_object(bucket, row.object_key)
+    client.put_object(bucket, row.object_key, io.BytesIO(blob), len(blob),
+                      metadata={RECORD_META: st.metadata[f"x-amz-meta-{RECORD_META}"]})
+
+
+async def test_other_footage_sealed_with_the_kek_fails_on_the_plaintext_hash(storage_parts, s3, bucket):
+    """The object's own hash is not computed when decryption succeeds: footage sealed anew under the KEK
+    (same length, other bytes) authenticates, and is refused by the ledger's plaintext SHA-256."""
+    ing = storage_parts.ingestor()
+    row = await ing.ingest(spool_segment(ing.spool, "cam", 0))
+    [record] = ing.index.ledger_records(row.camera, row.seq, row.seq)
+    ctx = SegmentContext(camera=row.camera, object_key=row.object_key, start=record["start"], end=record["end"])
+    forged = encrypt(b"\x01" * row.size, ctx, row.key_id, ing.keyring.kek(row.key_id))
+    _replace_object(minio_client(s3), bucket, row, forged)
+    with pytest.raises(IntegrityError) as err:
+        await ing.store.run(open_segment, ing.store, ing.index, ing.keyring, row)
+    assert err.value.check == "sha256"
+
+
+@pytest.mark.parametrize("change", ["key id", "truncated", "longer"])
+async def test_a_changed_object_still_fails_as_not_the_recorded_object(storage_parts, s3, bucket, change):
+    """Whichever check notices first (header, key, tag, length), a changed object is reported as object_sha256."""
+    ing = storage_parts.ingestor()
+    row = await ing.ingest(spool_segment(ing.spool, "cam", 0))
+    client = minio_client(s3)
+    blob = bytearray(client.get_object(bucket, row.object_key).read())
+    if change == "key id":
+        blob[6] ^= 0x01  # another KEK's name: unknown to the keyring
+    elif change == "truncated":
+        del blob[-100:]
+    else:
+        blob += b"\0" * 64
+    _replace_object(client, bucket, row, bytes(blob))
+    with pytest.raises(IntegrityError) as err:
+        await ing.store.run(open_segment, ing.store, ing.index, ing.keyring, row)
+    assert err.value.check == "object_sha256"

@@ -31,8 +31,20 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
-from nvr.base.mp4.boxes import Mp4Error, iter_boxes
-from nvr.base.mp4.fragments import Segment, parse_segment
+from nvr.base.mp4.boxes import Mp4Error, fourcc, iter_boxes
+from nvr.base.mp4.fragments import (
+    TFHD_BASE_DATA_OFFSET,
+    TFHD_DESCRIPTION_INDEX,
+    TRUN_CTO,
+    TRUN_DATA_OFFSET,
+    TRUN_DURATION,
+    TRUN_FIRST_FLAGS,
+    TRUN_FLAGS,
+    TRUN_SIZE,
+    Segment,
+    parse_segment,
+)
+from nvr.base.mp4.rewrite import MFHD_SIZE, PRFT_SIZE, TFDT_V1_SIZE
 
 MAGIC = b"NVSK"
 VERSION = 1
@@ -48,6 +60,9 @@ _PREFIX = struct.Struct(">4sB")
 _HEAD = struct.Struct(">QQI")
 _REGION = struct.Struct(">QI")
 _WHERE = "skeleton"
+_U32, _I32, _U64 = struct.Struct(">I"), struct.Struct(">i"), struct.Struct(">Q")
+# The trun fields before a first sample's composition offset, when present.
+_BEFORE_CTO = (TRUN_DATA_OFFSET, TRUN_FIRST_FLAGS, TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -157,3 +172,151 @@ def parse_skeleton(blob: bytes | memoryview) -> Segment:
         if _regions(buf, complete) != regions:
             raise Mp4Error("regions are not the skeleton of the boxes they hold", where=_WHERE)
     return replace(seg, size=size, dropped_tail=size - complete)
+
+
+# ---------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class FragmentSummary:
+    """What a clip needs to know of a fragment it takes whole: its bytes in the clip, its tracks, its time."""
+
+    size: int  # bytes in a clip (prft + rewritten moof + the rest) when no tfhd gains a description index
+    growable: frozenset[int]  # tracks whose tfhd grows by 4 bytes when the clip sets a description index
+    tracks: frozenset[int]
+    first_track: int  # of its first traf
+    times: tuple[tuple[int, int, int], ...]  # (track id, tfdt, first sample's composition offset), samples only
+
+
+@dataclass(frozen=True)
+class SkeletonSummary:
+    """A segment's skeleton read only as deep as a clip that takes all of it needs (:func:`summarize`)."""
+
+    size: int
+    complete: int
+    ftyp: bytes
+    moov: bytes
+    fragments: tuple[FragmentSummary, ...]
+
+
+def summarize(blob: bytes | memoryview) -> SkeletonSummary:
+    """The :class:`SkeletonSummary` of a skeleton, without parsing its sample tables.
+
+    A fraction of :func:`parse_skeleton`'s cost: each moof's child box headers, each trun's
+    header and first sample. It checks much less, so it only ever sizes a fragment the full parse
+    also reads (the clip writer plans from :func:`parse_skeleton` and holds the sizes to this);
+    anything it does not expect is an :class:`Mp4Error`, and the caller plans the full way.
+    """
+    size, complete, regions = _decode(blob)
+    boxes = _top_boxes(regions, complete)
+    if len(boxes) < 2 or boxes[0][0] != b"ftyp" or boxes[1][0] != b"moov":
+        raise Mp4Error("does not start with ftyp and moov", where=_WHERE)
+    fragments = []
+    pending: tuple[int, bytes] | None = None
+    for kind, start, end, raw in boxes[2:]:
+        if kind == b"moof":
+            if pending is not None:
+                raise Mp4Error("moof without an mdat", where=_WHERE, offset=start)
+            pending = (end, raw)
+        elif kind == b"mdat":
+            if pending is None:
+                raise Mp4Error("mdat outside any fragment", where=_WHERE, offset=start)
+            fragments.append(_summary(pending[1], end - pending[0]))
+            pending = None
+        elif kind in (b"ftyp", b"moov") or (pending is not None and kind not in (b"free", b"skip")):
+            raise Mp4Error(f"unexpected {fourcc(kind)}", where=_WHERE, offset=start)
+    if pending is not None:
+        raise Mp4Error("moof without an mdat", where=_WHERE)
+    return SkeletonSummary(size, complete, boxes[0][3], boxes[1][3], tuple(fragments))
+
+
+def _top_boxes(regions: tuple[Region, ...], complete: int) -> list[tuple[bytes, int, int, bytes]]:
+    """(type, start, end, bytes) of the top-level boxes of ``[0, complete)``; bytes only of those kept whole."""
+    out: list[tuple[bytes, int, int, bytes]] = []
+    pos = 0
+    for r in regions:
+        if r.offset != pos:
+            raise Mp4Error(f"a region starts at {r.offset}, a box at {pos}", where=_WHERE, offset=r.offset)
+        data, at, n = r.data, 0, len(r.data)
+        while at < n:
+            size = _U32.unpack_from(data, at)[0] if n - at >= 8 else 0
+            kind = data[at + 4:at + 8]
+            # 64-bit, to-the-end and uuid headers are legal, and the full parse reads them; not this one.
+            if size < 8 or kind == b"uuid":
+                raise Mp4Error("a box header this summary does not read", where=_WHERE, offset=r.offset + at)
+            pos = r.offset + at + size
+            # A box kept whole lies in its region; of any other, only the header is there, and the region
+            # ends with it unless the box is nothing but that header.
+            if kind in _WHOLE:
+                if at + size > n:
+                    raise Mp4Error(f"{fourcc(kind)} runs past its region", where=_WHERE, offset=r.offset + at)
+                out.append((kind, r.offset + at, pos, data[at:at + size]))
+                at += size
+            else:
+                if pos > complete or (size > 8 and at + 8 != n):
+                    raise Mp4Error(f"{fourcc(kind)} runs past its region", where=_WHERE, offset=r.offset + at)
+                out.append((kind, r.offset + at, pos, b""))
+                at += 8
+    if pos != complete:
+        raise Mp4Error(f"boxes end at {pos}, the complete length is {complete}", where=_WHERE)
+    return out
+
+
+def _children(raw: bytes, a: int, b: int) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of the plain boxes laid end to end in ``raw[a:b]``; any other header is an error."""
+    out = []
+    while a < b:
+        size = _U32.unpack_from(raw, a)[0] if b - a >= 8 else 0
+        if size < 8 or a + size > b or raw[a + 4:a + 8] == b"uuid":
+            raise Mp4Error("a box header this summary does not read", where=_WHERE, offset=a)
+        out.append((raw[a + 4:a + 8], a, a + size))
+        a += size
+    return out
+
+
+def _summary(raw: bytes, after: int) -> FragmentSummary:
+    """One fragment's summary from its moof's bytes and the count of bytes after the moof, to the mdat's end."""
+    # The sizes follow nvr.base.mp4.rewrite.fragment_size, box for box; tests hold the two equal.
+    size = PRFT_SIZE + 8 + MFHD_SIZE + after
+    growable, tracks, times, first = set(), set(), [], None
+    for kind, start, stop in _children(raw, 8, len(raw)):
+        if kind == b"mfhd":
+            continue
+        if kind != b"traf":
+            size += stop - start
+            continue
+        size += 8 + TFDT_V1_SIZE
+        track = decode = cto = None
+        samples = 0
+        for k, at, z in _children(raw, start + 8, stop):
+            body = at + 8
+            if k == b"tfhd":
+                flags = _U32.unpack_from(raw, body)[0] & 0xFFFFFF
+                if flags & TFHD_BASE_DATA_OFFSET or z - at < 16:
+                    raise Mp4Error("tfhd this summary does not read", where=_WHERE, offset=0)
+                track = _U32.unpack_from(raw, body + 4)[0]
+                size += z - at
+                if not flags & TFHD_DESCRIPTION_INDEX:
+                    growable.add(track)
+            elif k == b"tfdt":
+                decode = _U64.unpack_from(raw, body + 4)[0] if raw[body] == 1 else _U32.unpack_from(raw, body + 4)[0]
+            else:
+                size += z - at
+                if k == b"trun":
+                    version_flags, count = _U32.unpack_from(raw, body)[0], _U32.unpack_from(raw, body + 4)[0]
+                    flags = version_flags & 0xFFFFFF
+                    if count and not samples:
+                        cto = 0
+                        if flags & TRUN_CTO:
+                            skip = sum(bool(flags & f) for f in _BEFORE_CTO)
+                            cto = (_I32 if version_flags >> 24 else _U32).unpack_from(raw, body + 8 + 4 * skip)[0]
+                    samples += count
+        if track is None or decode is None or track in tracks:
+            raise Mp4Error("traf without tfhd or tfdt, or two of one track", where=_WHERE, offset=0)
+        tracks.add(track)
+        first = track if first is None else first
+        if samples:
+            times.append((track, decode, cto))
+    if first is None:
+        raise Mp4Error("no traf", where=_WHERE)
+    return FragmentSummary(size, frozenset(growable), frozenset(tracks), first, tuple(times))

@@ -31,6 +31,7 @@ callers that know their players and streams handle it.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,10 +40,11 @@ from typing import NamedTuple
 
 from nvr.base.errors import NotFound
 from nvr.base.mp4.boxes import Mp4Error
-from nvr.base.mp4.fragments import Fragment, Segment, lead_traf
+from nvr.base.mp4.fragments import Fragment, Segment, init_of, lead_traf
 from nvr.base.mp4.initseg import TrackInit, build_init, hvc1_entry
 from nvr.base.mp4.moov import Edit, entry_key
 from nvr.base.mp4.rewrite import fragment_size, prft, rewrite_moof
+from nvr.base.mp4.skeleton import SkeletonSummary
 
 CHUNK = 256 * 1024
 
@@ -131,11 +133,13 @@ def _reference(placed: PlacedSegment) -> Fraction | None:
         traf = f.traf(lead.track_id)
         if traf is None or not traf.sample_count:
             continue
-        t = traf.decode_time
-        for s in traf.samples:
-            first = t + s.cto if first is None else first
-            end = t + s.cto + s.duration if end is None else max(end, t + s.cto + s.duration)
-            t += s.duration
+        samples = traf.samples
+        durations = [s.duration for s in samples]
+        # Each sample's decode time is the tfdt plus the durations before it; it ends at that + cto + duration.
+        decodes = itertools.accumulate(durations, initial=traf.decode_time)
+        last = max(map(lambda t, s: t + s.cto + s.duration, decodes, samples))
+        first = traf.decode_time + samples[0].cto if first is None else first
+        end = last if end is None else max(end, last)
     if first is None or end is None:
         return None
     p0 = Fraction(first, lead.timescale)
@@ -148,19 +152,22 @@ def _wall(placed: PlacedSegment, ref: Fraction, media_time: int, timescale: int)
     return placed.start_ms + (Fraction(media_time, timescale) - ref) * 1000
 
 
-def _placed(segments: Sequence[PlacedSegment]) -> list[_Placed]:
+def _placed(segments: Sequence[PlacedSegment]) -> tuple[list[_Placed], dict[int, Fraction]]:
+    """Every fragment on the wall clock, in order, and each placed segment's reference (:func:`_reference`)."""
     out = []
+    refs: dict[int, Fraction] = {}
     for i, ps in enumerate(segments):
         ref = _reference(ps)
         if ref is None:
             continue  # no lead-track sample: nothing in it can be placed on the wall clock
+        refs[i] = ref
         for f in ps.segment.fragments:
             track, traf = lead_traf(ps.segment, f)
             lead = track.track_id == ps.segment.init.lead.track_id
             start = _wall(ps, ref, traf.decode_time + traf.first_cto, track.timescale)
             end = start + Fraction(traf.duration * 1000, track.timescale)
             out.append(_Placed(i, f, start, end, lead and traf.first_sync))
-    return out
+    return out, refs
 
 
 def _first(placed: list[_Placed], start_ms: int) -> int | None:
@@ -183,7 +190,7 @@ def plan_clip(segments: Sequence[PlacedSegment], start_ms: int, end_ms: int, *,
     order = sorted(range(len(segments)), key=lambda i: segments[i].start_ms)
     if order != list(range(len(segments))):
         raise ValueError("segments must be in wall-clock order")
-    placed = _placed(segments)
+    placed, refs = _placed(segments)
     first = _first(placed, start_ms)
     if first is None or placed[first].start >= end_ms:
         raise NotFound(f"no recorded keyframe fragment in [{start_ms}, {end_ms})")
@@ -214,7 +221,100 @@ def plan_clip(segments: Sequence[PlacedSegment], start_ms: int, end_ms: int, *,
                     index_of[p.source, track.track_id, n] = keys[track.track_id].index(key) + 1
             joined.add(p.source)
         chosen.append(p)
-    return _assemble(segments, head, chosen, entries, index_of, start_ms, end_ms, truncated_at, reason)
+    return _assemble(segments, refs, head, chosen, entries, index_of, start_ms, end_ms, truncated_at, reason)
+
+
+@dataclass(frozen=True)
+class ClipPromise:
+    """What a clip's first byte needs: its init and its exact size, known before its plan (:func:`promise_clip`)."""
+
+    init: bytes
+    size: int
+    sources: tuple[int, ...]  # the segments it is made of, as indexes into the list it was promised for
+    early: StitchPlan  # the plan of the first and last segments: its pieces of the first are the clip's
+
+
+class SummarizedSegment(NamedTuple):
+    """A stored segment between a clip's first and last, known by its skeleton's summary only."""
+
+    start_ms: int
+    end_ms: int
+    summary: SkeletonSummary
+
+
+def promise_clip(first: PlacedSegment, middle: Sequence[SummarizedSegment], last: PlacedSegment,
+                 start_ms: int, end_ms: int) -> ClipPromise | None:
+    """The init and exact size of :func:`plan_clip` of ``[first, *middle, last]``, or None when not provable here.
+
+    Only the first and the last segment of a clip are cut; one in between joins whole, and
+    the bytes it adds are its fragments' rewritten sizes, which follow from its box headers
+    (:func:`~nvr.base.mp4.skeleton.summarize`): decode times are always written as 64-bit
+    ``tfdt`` and trims patch a field in place, so times never change a size. So the clip of
+    ``[first, last]`` alone has the whole clip's init, and its size less the middle's bytes,
+    provided the middle changes nothing :func:`plan_clip` decides. Each condition below is one
+    such decision; when one does not hold, None, and the caller plans the whole clip:
+
+    * the clip starts in ``first`` (its first fragment, the one covering the start, is there);
+    * it reaches ``last`` (no codec change or range end before it) and runs to ``end_ms``
+      (so its duration, in the init, is the range's);
+    * every middle segment has ``first``'s track layout and only sample entries it has (so no
+      truncation and no new entry), is complete, only has tracks ``first``'s
+      chosen fragments have (so each track's decode-time shift is set before it), samples in
+      the traf that places each fragment, and every fragment starting before ``end_ms`` for any
+      reference :func:`_reference` can take (so none is left out).
+    """
+    try:
+        sub = plan_clip((first, last), start_ms, end_ms)
+        head, _ = _placed((first,))
+    except NotFound:
+        return None
+    if not sub.pieces or sub.pieces[0].source != 0 or sub.pieces[-1].source != 1 or not head:
+        return None
+    if max(p.end for p in head) <= start_ms or sub.duration_ms != end_ms - start_ms:
+        return None
+    init = first.segment.init
+    lead = init.lead
+    tracks = {t.track_id for p in sub.pieces if p.source == 0 for t in p.fragment.trafs}
+    known = {t.track_id: {entry_key(hvc1_entry(e), t.handler) for e in t.entries} for t in init.tracks}
+    # A track whose stsd has entries of more than one configuration gets a description index in each tfhd.
+    indexed = {track for track, keys in known.items() if len(keys) > 1}
+    extra = 0
+    for seg in middle:
+        sm = seg.summary
+        if sm.complete != sm.size or not sm.fragments:
+            return None
+        # The moov itself may differ (ffmpeg's segment muxer picks each segment's movie timescale):
+        # what must not is what plan_clip compares, the track layout and the sample entries.
+        other = init_of(sm.ftyp, sm.moov)
+        if other.layout != init.layout or any(
+                entry_key(hvc1_entry(e), t.handler) not in known[t.track_id] for t in other.tracks for e in t.entries):
+            return None
+        # Where lead_traf places each fragment: its lead-track traf's first sample, else (audio after
+        # the last frame, say) its first traf's; each must have samples. Kept per track, in its units.
+        latest: dict[int, int] = {}  # track -> the latest placing time of a fragment it places
+        leads: list[int] = []  # lead-track first-sample times, in fragment order
+        for f in sm.fragments:
+            if not f.tracks <= tracks:
+                return None
+            placer = lead.track_id if lead.track_id in f.tracks else f.first_track
+            at = next((d + c for t, d, c in f.times if t == placer), None)
+            if at is None:
+                return None
+            latest[placer] = max(latest.get(placer, at), at)
+            if placer == lead.track_id:
+                leads.append(at)
+            extra += f.size + 4 * len(f.growable & indexed)
+        if not leads:
+            return None  # no lead sample: plan_clip leaves the segment out
+        # _reference takes p0 = leads[0] less up to the index's excess over the frames' span, which is at
+        # most the span less (max(leads) - p0): so a fragment starts by then at the latest.
+        p0 = Fraction(leads[0], lead.timescale)
+        span = Fraction(seg.end_ms - seg.start_ms, 1000) - (Fraction(max(leads), lead.timescale) - p0)
+        last = max(Fraction(t, init.track(track).timescale) for track, t in latest.items())
+        if seg.start_ms + (last - p0 + max(Fraction(0), span)) * 1000 >= end_ms:
+            return None
+    sources = (0, *range(1, len(middle) + 1), len(middle) + 1)
+    return ClipPromise(sub.init, sub.size + extra, sources, sub)
 
 
 def _mismatch(layout: tuple, seg: Segment, keys: dict[int, list[bytes]], entry_changes: bool) -> str:
@@ -230,10 +330,9 @@ def _mismatch(layout: tuple, seg: Segment, keys: dict[int, list[bytes]], entry_c
     return ""
 
 
-def _assemble(segments: Sequence[PlacedSegment], head: Segment, chosen: list[_Placed],
+def _assemble(segments: Sequence[PlacedSegment], refs: dict[int, Fraction], head: Segment, chosen: list[_Placed],
               entries: dict[int, list[bytes]], index_of: dict[tuple[int, int, int], int],
               start_ms: int, end_ms: int, truncated_at: int | None, reason: str) -> StitchPlan:
-    refs = {p.source: _reference(segments[p.source]) for p in chosen}
     ideal: dict[tuple[int, int], int] = {}  # (position in chosen, track) -> decode time on a start-based line
     for n, p in enumerate(chosen):
         for traf in p.fragment.trafs:
@@ -318,7 +417,8 @@ def render_head(piece: Piece, data: bytes | memoryview) -> bytes:
     return head
 
 
-def _check(plan: StitchPlan, source: int, data: bytes | memoryview) -> None:
+def check_source(plan: StitchPlan, source: int, data: bytes | memoryview) -> None:
+    """An :class:`Mp4Error` unless ``data`` is as long as segment ``source`` was when the plan parsed it."""
     expected = dict(plan.source_sizes)[source]
     if len(data) != expected:
         # Offsets were planned on the parsed bytes: other bytes would yield a corrupt clip.
@@ -341,7 +441,7 @@ def iter_clip_range(plan: StitchPlan, a: int, b: int, read: Callable[[int], byte
     for piece in plan.overlapping(a, b):
         if piece.source != source:
             source, data = piece.source, read(piece.source)
-            _check(plan, source, data)
+            check_source(plan, source, data)
         lo, hi = max(a, piece.offset) - piece.offset, min(b, piece.offset + piece.size) - piece.offset
         if lo < piece.head_size:
             yield render_head(piece, data)[lo:min(hi, piece.head_size)]

@@ -131,3 +131,23 @@ def test_prft_box():
     size, kind, version, flags, track, ntp, media_time = struct.unpack(">I4sB3sIQQ", b)
     assert (size, kind, version, int.from_bytes(flags, "big"), track) == (32, b"prft", 1, 24, 1)
     assert ntp == ntp_time(1_700_000_000_000) and media_time == 12345
+
+
+@pytest.mark.parametrize("version", [0, 1])
+def test_decode_times_never_change_a_size(made, version):
+    """Any decode time, 0 to 2^64-1, gives the same moof size (tfdt is always written as version 1), and
+    so does any sequence number and trim: a clip's size follows from its boxes, whatever its timeline.
+    This is what lets a clip announce its length from its segments' box headers (promise_clip)."""
+    data = made["av"][1].data if version else downgrade(made["av"][1].data)
+    seg = parse_segment(data)
+    for f in seg.fragments:
+        planned = moof_size(f, {})
+        for t in (0, 1, 2**32 - 1, 2**32, 2**40 + 7, 2**64 - 1):
+            times = {traf.track_id: t for traf in f.trafs}
+            assert len(rewrite_moof(data, f, times, 2**32 - 1, {})) == planned
+        first = f.trafs[0].runs[0]
+        if first.first_duration_at and first.samples[0].duration > 1:
+            trims = {f.trafs[0].track_id: first.samples[0].duration - 1}
+            times = {traf.track_id: 5 for traf in f.trafs}
+            assert len(rewrite_moof(data, f, times, 1, {}, trims)) == planned
+        assert fragment_size(f, {}) == PRFT_SIZE + planned + f.end - f.moof_end

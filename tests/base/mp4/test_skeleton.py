@@ -292,3 +292,90 @@ def test_sizes(recorded):
     raw = sum(len(r.data) + 12 for r in _regions(recorded["10 s 1920x1080 25 fps"], hd_size))
     assert hd < raw / 2, (hd, raw)
 
+
+
+# ---------------------------------------------------------------------- summaries and promises
+
+
+def test_summary_sizes_are_the_rewritten_sizes(made, recorded):
+    """A summary's fragment sizes are rewrite.fragment_size's, box for box, with and without a description index."""
+    from nvr.base.mp4.rewrite import fragment_size
+    from nvr.base.mp4.skeleton import summarize
+
+    datas = [m.data for ms in made.values() for m in ms] + list(recorded.values())
+    for data in datas:
+        seg, sm = parse_segment(data), summarize(skeleton(data))
+        assert (sm.size, sm.complete, sm.ftyp, sm.moov) == (seg.size, seg.size, seg.init.ftyp, seg.init.moov)
+        assert len(sm.fragments) == len(seg.fragments)
+        for f, s in zip(seg.fragments, sm.fragments, strict=True):
+            ids = {t.track_id for t in f.trafs}
+            assert s.size == fragment_size(f, {}) and s.tracks == ids
+            all_indexed = {t: 1 for t in ids}
+            assert s.size + 4 * len(s.growable) == fragment_size(f, all_indexed)
+            assert s.times == tuple((t.track_id, t.decode_time, t.first_cto) for t in f.trafs if t.sample_count)
+            assert s.first_track == f.trafs[0].track_id
+
+
+def _promised(segs: list[PlacedSegment], datas: list[bytes], start: int, end: int):
+    from nvr.base.mp4.skeleton import summarize
+    from nvr.base.mp4.stitch import SummarizedSegment, promise_clip
+
+    first, *middle, last = segs
+    summaries = [SummarizedSegment(ps.start_ms, ps.end_ms, summarize(skeleton(d)))
+                 for ps, d in zip(middle, datas[1:-1], strict=True)]
+    return promise_clip(first, summaries, last, start, end)
+
+
+def _repeated(made, name: str, times: int, holes_ms: list[int] | None = None):
+    """``made[name]``'s segments over and over, placed one after the other (as a long recording is)."""
+    segs = made[name] * times
+    return media.placed(segs, holes_ms), [m.data for m in segs]
+
+
+@pytest.mark.parametrize(("name", "times", "holes"), [
+    ("av", 2, None), ("h264", 3, None), ("hevc", 3, None), ("mjpeg", 3, None), ("av", 2, [0, 0, 40_000, 0, 300, 0]),
+])
+def test_promise_is_the_plan(made, name, times, holes):
+    """The init and size announced from the first and last skeletons and the others' summaries are the plan's."""
+    segs, datas = _repeated(made, name, times, holes)
+    ends = [segs[-1].start_ms + 1, segs[-1].start_ms + 1100, segs[-1].end_ms - 1]
+    kept = 0
+    for start in (segs[0].start_ms, segs[0].start_ms + 700, segs[0].start_ms + 1500, segs[0].end_ms - 300):
+        for end in ends:
+            plan = plan_clip(segs, start, end)
+            promise = _promised(segs, datas, start, end)
+            if promise is None:
+                continue
+            kept += 1
+            assert promise.init == plan.init and promise.size == plan.size, (start, end)
+            assert set(promise.sources) == {p.source for p in plan.pieces}
+            # What the clip writer sends before the full plan is ready: the first segment's pieces.
+            assert [p for p in promise.early.pieces if p.source == 0] == [p for p in plan.pieces if p.source == 0]
+    assert kept >= 6  # the usual clip (from inside its first segment to inside its last) is promised
+
+
+def test_no_promise_where_the_middle_would_decide(made):
+    """When a middle segment would change what plan_clip decides, there is no promise (the caller plans it whole)."""
+    segs, datas = _repeated(made, "h264", 3)
+    start = segs[0].start_ms + 500
+    assert _promised(segs, datas, start, segs[-1].end_ms - 10) is not None
+    # The range runs past the footage: the clip's duration would come from the footage, not the range.
+    assert _promised(segs, datas, start, segs[-1].end_ms + 5000) is None
+    # A codec change in the middle: the clip ends there.
+    hevc = made["hevc"][0]
+    mixed = [*made["h264"][:2], hevc, *made["h264"]]
+    placed, mdatas = media.placed(mixed), [m.data for m in mixed]
+    assert plan_clip(placed, start, placed[-1].end_ms - 10).truncated_at_ms == placed[2].start_ms
+    assert _promised(placed, mdatas, start, placed[-1].end_ms - 10) is None
+    # A partial segment in the middle (a killed ffmpeg's): its unfinished tail is left out.
+    cut = _cuts(datas[2])[1]
+    placed = list(segs)
+    placed[2] = placed[2]._replace(segment=parse_segment(cut, partial=True))
+    from nvr.base.mp4.skeleton import summarize
+    from nvr.base.mp4.stitch import SummarizedSegment, promise_clip
+
+    summaries = [SummarizedSegment(ps.start_ms, ps.end_ms, summarize(skeleton(d, partial=i == 1)))
+                 for i, (ps, d) in enumerate(zip(placed[1:-1], [datas[1], cut, *datas[3:-1]], strict=True))]
+    assert promise_clip(placed[0], summaries, placed[-1], start, placed[-1].end_ms - 10) is None
+    # The clip starting after the first segment's footage: its first fragment is not in the first segment.
+    assert _promised(segs, datas, segs[0].end_ms + 100, segs[-1].end_ms - 10) is None
