@@ -191,6 +191,8 @@ class NvrServer:
         self.backend = backend = await open_backend(cfg, stack, may_attach=False, create_keys=True,
                                                     check_bucket=False)
         self.audit = AuditLog(backend.index)
+        log.info("index: %s %s, schema version %d", backend.index.dialect, backend.index.describe(),
+                 await asyncio.to_thread(backend.index.schema_version))
         if backend.embedded is not None:
             self._owner("embedded-s3").spawn("weed", backend.embedded.watch, initial=0.5, maximum=10.0)
 
