@@ -19,7 +19,7 @@ Queries, on a long-lived ``Index`` (warm cache: the data was just written):
 
 Every round runs every query on every index of the run in a shuffled order, so
 machine noise hits all sizes and both backends alike. Then, per index, the
-write path under read load: 20 reader processes (a day query, then 0.5 s of
+write path under read load: 20 reader processes (a day query, then 2 s of
 think time, each: the command center's consoles) while one writer appends
 segments with ``Index.insert_segment`` (10 a second, each its own durable
 commit): insert p50/p99 and the readers' p99 meanwhile. Size: the SQLite file
@@ -54,7 +54,7 @@ KEY_ID = "20251201T000000Z-0a1b2c3d"
 QUERIES = ("segments_day", "segments_page", "timeline_day")
 BACKENDS = ("sqlite", "postgresql")
 READERS = 20
-THINK_S = 0.5
+THINK_S = 2.0
 INSERTS_PER_S = 10
 
 

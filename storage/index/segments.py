@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from nvr.base.ids import segment_id
 from nvr.base.times import now_ms, parse_rfc3339
@@ -15,8 +14,10 @@ from storage.index._migrations import derived_columns
 from storage.ledger import GENESIS, ChainHead, canonical_json, record_hash
 
 
-@dataclass(frozen=True)
-class SegmentRow:
+class SegmentRow(NamedTuple):
+    """One ``segments`` row. A named tuple, not a dataclass: a camera-day is 8,640 of them, and a
+    frozen dataclass took 2 µs each to build (a third of the day query), this 0.5 µs."""
+
     id: str
     camera: str
     seq: int
