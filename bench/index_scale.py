@@ -15,7 +15,11 @@ Queries, on a long-lived ``Index`` (warm cache: the data was just written):
 
 * ``segments_day``: ``Index.segments(camera, day_start, day_end)`` (8 640 rows);
 * ``segments_page``: the same with ``limit=101`` (the API's default page);
-* ``timeline_day``: ``Index.spans`` + ``nvr.base.timeline.merge_ranges`` (the timeline route).
+* ``timeline_day``: ``Index.spans`` + ``nvr.base.timeline.merge_ranges`` (the timeline route);
+* ``playlist_day``: the HLS playlist of the day as ``nvr/api/hls.py:vod_playlist`` makes it: the
+  stored rows, ``in_range``, ``probes``, ``plan_playlist``, ``render_playlist`` (the codec
+  configurations given: reading them from skeletons is the one step left out, as are the audit
+  entry and HTTP).
 
 Every round runs every query on every index of the run in a shuffled order, so
 machine noise hits all sizes and both backends alike. Then, per index, the
@@ -51,7 +55,7 @@ SEG_MS = 10_000
 DAY_MS = 86_400_000
 PER_DAY = DAY_MS // SEG_MS  # 8640
 KEY_ID = "20251201T000000Z-0a1b2c3d"
-QUERIES = ("segments_day", "segments_page", "timeline_day")
+QUERIES = ("segments_day", "segments_page", "timeline_day", "playlist_day")
 BACKENDS = ("sqlite", "postgresql")
 READERS = 20
 THINK_S = 2.0
@@ -193,9 +197,21 @@ def load_postgres(url: str, password: str, rows: int, cams: int) -> int:
         return conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] - empty
 
 
+def _playlist(index, cam: str, s: int, e: int) -> int:
+    from nvr.playback.hls import in_range, plan_playlist, probes, render_playlist
+
+    rows = in_range(index.segments(cam, s, e, state="stored"), s, e)
+    playlist = plan_playlist(cam, rows, s, e, {i: "h264/1080p" for i in probes(rows)})
+    text = render_playlist(playlist, media_uri=lambda m: f"../../segments/{m.row.id}/media.m4s?at={m.at_ms}&token=t",
+                           init_uri=lambda row: f"../../segments/{row.id}/init.mp4?token=t")
+    return len(playlist.segments) if text else 0
+
+
 def _one(index, name: str, cam: str, s: int, e: int) -> int:
     from nvr.base.timeline import merge_ranges
 
+    if name == "playlist_day":
+        return _playlist(index, cam, s, e)
     if name == "segments_page":
         return len(index.segments(cam, s, e, limit=101))
     if name == "segments_day":
@@ -361,6 +377,7 @@ def run(mode: Mode) -> list[Row]:
             f"day p50 {q['segments_day']['p50_ms']:.1f} ms (× {q['segments_day']['p50_ms'] / base['segments_day']['p50_ms']:.2f} "
             f"of the smallest); timeline p50 {q['timeline_day']['p50_ms']:.1f} / p99 {q['timeline_day']['p99_ms']:.1f} ms; "
             f"first page p50 {q['segments_page']['p50_ms']:.2f} / p99 {q['segments_page']['p99_ms']:.2f} ms; "
+            f"HLS playlist of the day p50 {q['playlist_day']['p50_ms']:.0f} / p99 {q['playlist_day']['p99_ms']:.0f} ms; "
             f"insert p50 {ld['insert_p50_ms']:.1f} / p99 {ld['insert_p99_ms']:.1f} ms under {READERS} readers "
             f"(their day p99 {ld['read_p99_ms']:.0f} ms); {v['bytes_per_million_rows'] / 1e9:.2f} GB per M rows; "
             f"built in {v['build_s']:.0f} s ({v['cameras']} cams × {v['days_per_camera']:.1f} d)"))

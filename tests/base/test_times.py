@@ -30,3 +30,15 @@ def test_other_forms_are_refused(bad):
 def test_naive_time_says_what_is_missing():
     with pytest.raises(ValueError, match="no UTC offset"):
         parse_rfc3339("2026-11-29T13:00:00")
+
+
+def test_every_millisecond_round_trips_exactly():
+    # Float arithmetic lost a millisecond on some times (547641621915 came back as ...914).
+    import random
+    from datetime import UTC, datetime
+
+    rnd = random.Random(7)
+    for ms in [547_641_621_915, 0, -1, 999, 86_399_999, *(rnd.randrange(-10**12, 4 * 10**12) for _ in range(20_000))]:
+        text = ms_to_rfc3339(ms)
+        assert text == datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        assert parse_rfc3339(text) == ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import time
@@ -464,7 +465,8 @@ def test_audio_mounts_serve_the_clip_and_a_live_tone_in_their_codec(start_sim):
 
     with pytest.raises(RtspSimulatorError, match="err not a time-coded mount: pcma"):
         sim.freeze("pcma", 1)
-    assert sim.drop("pcma") == "ok drop pcma closed=0"
+    # The probes have ended, but under load the server may not have seen a client's close yet.
+    assert re.fullmatch(r"ok drop pcma closed=[01]", sim.drop("pcma"))
     assert sim.restore("pcma") == "ok restore pcma"
     with pytest.raises(ValueError, match="unknown audio codecs"):
         RtspSimulator().start(mounts=(), clip=Path("unused.h264"), audio={"x": "opus"})
