@@ -179,16 +179,21 @@ def sha256_file(path: Path) -> tuple[str, int]:
         return sha256_stream(f)
 
 
-def decrypt(blob: bytes | memoryview, context: SegmentContext, kek_for) -> bytes:
-    """Decrypt a stored object; ``kek_for(key_id)`` returns the KEK. Raises IntegrityError on any mismatch."""
-    header = parse_header(blob)
-    kek = kek_for(header.key_id)  # a KeyringError (unknown key id) goes to the caller as is
+def _data_key(header, kek_for) -> bytes:
+    """The object's data key, unwrapped under the KEK its header names (a KeyringError goes to the caller)."""
+    kek = kek_for(header.key_id)
     try:
-        data_key = aes_key_unwrap(kek, header.wrapped_key)
+        return aes_key_unwrap(kek, header.wrapped_key)
     except InvalidUnwrap:
         raise IntegrityError(
             f"data key does not unwrap under KEK {header.key_id}: header altered or wrong key", check="unwrap"
         ) from None
+
+
+def decrypt(blob: bytes | memoryview, context: SegmentContext, kek_for) -> bytes:
+    """Decrypt a stored object; ``kek_for(key_id)`` returns the KEK. Raises IntegrityError on any mismatch."""
+    header = parse_header(blob)
+    data_key = _data_key(header, kek_for)
     try:
         # A view, not a slice: a copy of the whole ciphertext would cost half as much as decrypting it.
         return AESGCM(data_key).decrypt(header.nonce, memoryview(blob)[len(header.raw) :], context.aad(header.raw))
@@ -248,13 +253,7 @@ class Opener:
 
     def _start(self, head: bytes) -> memoryview:
         header = parse_header(head)
-        kek = self._kek_for(header.key_id)
-        try:
-            data_key = aes_key_unwrap(kek, header.wrapped_key)
-        except InvalidUnwrap:
-            raise IntegrityError(
-                f"data key does not unwrap under KEK {header.key_id}: header altered or wrong key", check="unwrap"
-            ) from None
+        data_key = _data_key(header, self._kek_for)
         self._dec = Cipher(algorithms.AES(data_key), modes.GCM(header.nonce)).decryptor()
         self._dec.authenticate_additional_data(self._context.aad(header.raw))
         return memoryview(head)[len(header.raw):]

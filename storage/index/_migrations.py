@@ -196,7 +196,7 @@ def _portable_ledger(tx: Tx) -> None:
     rows = tx.all("SELECT camera, seq, record FROM ledger WHERE type IN ('segment', 'tombstone')")
     updates = []
     for camera, seq, text in rows:
-        start, end, segment_seq = derived_columns(_loads(text))
+        start, end, segment_seq = derived_columns(loads_record(text))
         if (start, end, segment_seq) != (None, None, None):
             updates.append((start, end, segment_seq, camera, seq))
     tx.many("UPDATE ledger SET start_ms = ?, end_ms = ?, segment_seq = ? WHERE camera = ? AND seq = ?", updates)
@@ -209,7 +209,8 @@ def _portable_ledger(tx: Tx) -> None:
     tx.execute("DELETE FROM meta WHERE key = 'schema_version'")  # the first release's version, now a table
 
 
-def _loads(text: str) -> dict | None:
+def loads_record(text: str) -> dict | None:
+    """A ledger record's JSON object, or None when the text is not one (a tampered row)."""
     try:
         rec = json.loads(text)
     except ValueError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from storage.index._migrations import (
     applied,
     columns,
     derived_columns,
+    loads_record,
     reset_serial,
 )
 from storage.index.checkpoints import CheckpointRow, insert_in
@@ -22,14 +22,6 @@ from storage.index.segments import INSERT_SEGMENT, SEGMENT_COLUMNS, note_duratio
 
 _LEDGER_INSERT = ("INSERT INTO ledger (camera, seq, type, record, hash, prev, start_ms, end_ms, segment_seq) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
-def _loads(text: str) -> dict | None:
-    try:
-        rec = json.loads(text)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 class Maintenance:
@@ -59,7 +51,7 @@ class Maintenance:
         ``segment_rows`` follow ``SEGMENT_COLUMNS``. Skeletons and pending
         deletions of segments that no longer exist go too.
         """
-        ledger = [(*r, *derived_columns(_loads(r[3]))) for r in ledger_rows]
+        ledger = [(*r, *derived_columns(loads_record(r[3]))) for r in ledger_rows]
         segments = [tuple(r) for r in segment_rows]
         with self._engine.write() as tx:
             tx.lock("nvr-reindex")
