@@ -143,7 +143,7 @@ class RetentionStore:
         digest = rules_hash(rules)
 
         def decide(row: tuple | None):
-            if row is not None and row[5] == digest:
+            if row is not None and _config_hash(row) == digest:
                 return None
             return _rules_json(rules), "config", "config file", digest, now_ms
         old_row, version = self._t.put_rules(decide)
@@ -156,14 +156,11 @@ class RetentionStore:
     def put_rules(self, rules: RuleSet, *, actor: str, now_ms: int, source: str = "api"
                   ) -> tuple[StoredRules | None, StoredRules]:
         """Store ``rules`` as a new version; (old, new)."""
-        kept_hash: list[str | None] = [None]
-
         def decide(row: tuple | None):
-            kept_hash[0] = row[5] if row is not None else None  # the config hash is carried forward
-            return _rules_json(rules), source, actor, kept_hash[0], now_ms
+            return _rules_json(rules), source, actor, _config_hash(row), now_ms  # the config hash is carried forward
         old_row, version = self._t.put_rules(decide)
         assert version is not None
-        return _stored(old_row), StoredRules(rules, version, source, now_ms, actor, kept_hash[0])
+        return _stored(old_row), StoredRules(rules, version, source, now_ms, actor, _config_hash(old_row))
 
     # ------------------------------------------------------------------ holds
 
@@ -280,6 +277,11 @@ class RetentionStore:
     def finish_run(self, run_id: int, report: Mapping[str, Any], now_ms: int) -> None:
         """Keep the run's report."""
         self._t.finish_run(run_id, report, now_ms)
+
+
+def _config_hash(row: tuple | None) -> str | None:
+    """The config-file hash a ``retention_rules`` row carries (None before the first rules)."""
+    return row[5] if row is not None else None
 
 
 def _rules_json(rules: RuleSet) -> str:

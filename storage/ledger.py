@@ -28,6 +28,15 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def parse_record(text: str) -> dict[str, Any] | None:
+    """A ledger record's JSON object from its stored text, or None when the text is not one (a tampered row)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
     """Hex SHA-256 of the record's canonical JSON."""
     return hashlib.sha256(canonical_json(record)).hexdigest()

@@ -60,6 +60,7 @@ from nvr.base.mp4 import Mp4Error, PlacedSegment, Segment, parse_segment, parse_
 from nvr.base.timeline import is_gap
 from nvr.base.times import ms_to_rfc3339, now_ms, parse_time_ms
 from nvr.playback.hls import (
+    Playlist,
     config_key,
     in_range,
     init_segment,
@@ -160,12 +161,7 @@ async def vod_playlist(request: web.Request) -> web.Response:
         token = request.query[URL_TOKEN]
     else:
         token, grant = await _new_token(request, who, cid, start, end)
-    text = render_playlist(
-        playlist,
-        # Relative to the playlist (…/cameras/{id}/vod.m3u8), so a reverse proxy's path prefix is kept.
-        media_uri=lambda s: f"../../segments/{s.row.id}/media.m4s?at={s.at_ms}"
-                            + (f"&after={s.after.seq}" if s.after is not None else "") + f"&{URL_TOKEN}={token}",
-        init_uri=lambda row: f"../../segments/{row.id}/init.mp4?{URL_TOKEN}={token}")
+    text = playlist_text(playlist, token)
     if request.method != "HEAD":  # a HEAD hands out no link: nothing to audit
         await request.app[AUDIT].record("hls.playlist", cid, {
             "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "segments": len(playlist.segments),
@@ -174,6 +170,16 @@ async def vod_playlist(request: web.Request) -> web.Response:
             "expires": ms_to_rfc3339(grant.expires_ms)}, actor=who.actor)
     # The playlist holds a live token: no cache may keep it.
     return web.Response(text=text, content_type=PLAYLIST_TYPE, headers={"Cache-Control": "private, no-store"})
+
+
+def playlist_text(playlist: Playlist, token: str) -> str:
+    """The playlist's text with this route's segment and init URIs, each carrying ``token``."""
+    return render_playlist(
+        playlist,
+        # Relative to the playlist (…/cameras/{id}/vod.m3u8), so a reverse proxy's path prefix is kept.
+        media_uri=lambda s: f"../../segments/{s.row.id}/media.m4s?at={s.at_ms}"
+                            + (f"&after={s.after.seq}" if s.after is not None else "") + f"&{URL_TOKEN}={token}",
+        init_uri=lambda row: f"../../segments/{row.id}/init.mp4?{URL_TOKEN}={token}")
 
 
 async def _configs(request: web.Request, rows: Sequence[SegmentRow]) -> dict[int, Hashable]:

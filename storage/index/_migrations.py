@@ -16,13 +16,13 @@ on its key) or nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from nvr.base.times import now_ms, parse_rfc3339
 from storage.errors import IndexMisconfigured
 from storage.index._engine import Engine, Tx
+from storage.ledger import parse_record
 
 _TYPES = {
     "sqlite": {"int": "INTEGER", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -196,7 +196,7 @@ def _portable_ledger(tx: Tx) -> None:
     rows = tx.all("SELECT camera, seq, record FROM ledger WHERE type IN ('segment', 'tombstone')")
     updates = []
     for camera, seq, text in rows:
-        start, end, segment_seq = derived_columns(loads_record(text))
+        start, end, segment_seq = derived_columns(parse_record(text))
         if (start, end, segment_seq) != (None, None, None):
             updates.append((start, end, segment_seq, camera, seq))
     tx.many("UPDATE ledger SET start_ms = ?, end_ms = ?, segment_seq = ? WHERE camera = ? AND seq = ?", updates)
@@ -207,15 +207,6 @@ def _portable_ledger(tx: Tx) -> None:
     tx.execute("INSERT INTO meta (key, value) SELECT 'max_segment_ms', CAST(COALESCE(MAX(end_ms - start_ms), 0) "
                "AS TEXT) FROM segments WHERE 1 = 1 ON CONFLICT (key) DO NOTHING")  # WHERE: SQLite parses the ON
     tx.execute("DELETE FROM meta WHERE key = 'schema_version'")  # the first release's version, now a table
-
-
-def loads_record(text: str) -> dict | None:
-    """A ledger record's JSON object, or None when the text is not one (a tampered row)."""
-    try:
-        rec = json.loads(text)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
 
 
 def derived_columns(record: dict | None) -> tuple[int | None, int | None, int | None]:

@@ -76,12 +76,10 @@ class Exports:
         return _row(row) if row else None
 
     def update(self, export_id: str, **fields: Any) -> None:
-        """Set the named columns of one job (``summary`` is given as a dict)."""
+        """Set the named columns of one job (``summary`` as its JSON text)."""
         bad = set(fields) - UPDATABLE
         if bad:
             raise ValueError(f"not export columns: {sorted(bad)}")
-        if "summary" in fields and fields["summary"] is not None and not isinstance(fields["summary"], str):
-            fields["summary"] = json.dumps(fields["summary"], sort_keys=True)
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._engine.write() as tx:
             tx.execute(f"UPDATE exports SET {cols} WHERE id = ?", (*fields.values(), export_id))

@@ -14,11 +14,11 @@ from storage.index._migrations import (
     applied,
     columns,
     derived_columns,
-    loads_record,
     reset_serial,
 )
 from storage.index.checkpoints import CheckpointRow, insert_in
 from storage.index.segments import INSERT_SEGMENT, SEGMENT_COLUMNS, note_duration
+from storage.ledger import parse_record
 
 _LEDGER_INSERT = ("INSERT INTO ledger (camera, seq, type, record, hash, prev, start_ms, end_ms, segment_seq) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -51,7 +51,7 @@ class Maintenance:
         ``segment_rows`` follow ``SEGMENT_COLUMNS``. Skeletons and pending
         deletions of segments that no longer exist go too.
         """
-        ledger = [(*r, *derived_columns(loads_record(r[3]))) for r in ledger_rows]
+        ledger = [(*r, *derived_columns(parse_record(r[3]))) for r in ledger_rows]
         segments = [tuple(r) for r in segment_rows]
         with self._engine.write() as tx:
             tx.lock("nvr-reindex")
@@ -102,7 +102,8 @@ class Maintenance:
                                     "copy only into a new database")
             out.execute("DELETE FROM meta")  # the target's own defaults give way to the source's values
             for table in TABLES:
-                cols = [c for c in columns(tx, table) if c in set(columns(out, table))]
+                have = set(columns(out, table))  # read once, not once per source column
+                cols = [c for c in columns(tx, table) if c in have]
                 names = ", ".join(cols)
                 insert = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(cols))})"
                 n = 0

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from nvr.base.ids import segment_id
 from nvr.base.times import now_ms, parse_rfc3339
 from storage.errors import IndexError_
-from storage.index._engine import Engine, Tx
+from storage.index._engine import Engine, Row, Tx
 from storage.index._migrations import derived_columns
 from storage.ledger import GENESIS, ChainHead, canonical_json, record_hash
 
@@ -65,6 +65,15 @@ def select(select_: str, filters: list[tuple[str, Any]], *, order: str, limit: i
     return sql, tuple(args)
 
 
+def by_ids(tx: Tx, select_: str, ids: Iterable[str], chunk: int = 500) -> Iterator[Row]:
+    """The rows of ``select_ WHERE id IN (…)`` for ``ids``, asked ``chunk`` at a time (a statement's
+    parameters are bounded)."""
+    ids = list(ids)
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        yield from tx.all(f"{select_} WHERE id IN ({', '.join('?' * len(part))})", tuple(part))
+
+
 def ledger_row(record: Mapping[str, Any], rhash: str) -> tuple:
     """The ``ledger`` row of ``record`` (its canonical JSON, exactly the bytes hashed, and the derived columns)."""
     return (record["camera"], record["seq"], record["type"], canonical_json(record).decode("utf-8"), rhash,
@@ -77,13 +86,13 @@ def head_in(tx: Tx, camera: str) -> ChainHead:
 
 
 def append_in(tx: Tx, record: Mapping[str, Any], rhash: str) -> None:
-    """Insert a record that must extend its camera's chain head (inside ``tx``).
+    """Insert a record that must extend its camera's chain head (inside ``tx``, holding ``ledger:<camera>``).
 
-    The chain's lock makes read-head-then-insert one step for every writer of
-    this database; the ``(camera, seq)`` key refuses a fork that bypassed it.
+    The chain's lock, taken by the caller before it reads anything of the chain,
+    makes read-head-then-insert one step for every writer of this database; the
+    ``(camera, seq)`` key refuses a fork that bypassed it.
     """
     camera, seq = record["camera"], record["seq"]
-    tx.lock(f"ledger:{camera}")
     head = head_in(tx, camera)
     if seq != head.seq + 1 or record["prev"] != head.hash:
         raise IndexError_(f"{camera}:{seq}: record does not extend the chain (head seq {head.seq})")
@@ -140,20 +149,9 @@ class SegmentTables:
         """
         rhash = record_hash(record)
         with self._engine.write() as tx:
+            tx.lock(f"ledger:{record['camera']}")
             append_in(tx, record, rhash)
         return rhash
-
-    def append_next(self, camera: str, make: Callable[[ChainHead], Mapping[str, Any]]) -> dict[str, Any]:
-        """Append ``make(head)`` at the head of ``camera``'s chain, reading the head under the chain's lock.
-
-        For writers that don't own the chain's ingest (the API's export records,
-        the sweep): no other process can extend it between the read and the write.
-        """
-        with self._engine.write() as tx:
-            tx.lock(f"ledger:{camera}")
-            record = dict(make(head_in(tx, camera)))
-            append_in(tx, record, record_hash(record))
-        return record
 
     def ledger_cameras(self) -> list[str]:
         """Every camera with at least one ledger record."""
@@ -212,18 +210,10 @@ class SegmentTables:
 
     def skeletons(self, rows: Sequence[SegmentRow]) -> dict[str, bytes]:
         """The stored skeletons of ``rows`` that describe their current bytes (by segment id)."""
-        found: dict[str, bytes] = {}
         want = {r.id: r.sha256 for r in rows}
-        ids = list(want)
         with self._engine.read() as tx:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                for sid, sha, blob in tx.all(
-                        f"SELECT id, sha256, skeleton FROM segment_skeletons WHERE id IN ({', '.join('?' * len(chunk))})",
-                        tuple(chunk)):
-                    if want[sid] == sha:
-                        found[sid] = bytes(blob)
-        return found
+            return {sid: bytes(blob) for sid, sha, blob in by_ids(tx, "SELECT id, sha256, skeleton FROM segment_skeletons",
+                                                               want) if want[sid] == sha}
 
     def segment(self, sid: str) -> SegmentRow | None:
         row = self._engine.one(f"SELECT {SEGMENT_COLUMNS} FROM segments WHERE id = ?", (sid,))
@@ -265,15 +255,9 @@ class SegmentTables:
             return [(a, b) for a, b in tx.all(sql, args)]
 
     def segment_states(self, ids: Iterable[str]) -> dict[str, str]:
-        """Segment id -> state, for the ids the index knows (queried 500 at a time)."""
-        ids = list(ids)
-        out: dict[str, str] = {}
+        """Segment id -> state, for the ids the index knows."""
         with self._engine.read() as tx:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                out.update(dict(tx.all(f"SELECT id, state FROM segments WHERE id IN ({', '.join('?' * len(chunk))})",
-                                       tuple(chunk))))
-        return out
+            return dict(by_ids(tx, "SELECT id, state FROM segments", ids))
 
     def last_end_ms(self, camera: str) -> int | None:
         return self._engine.scalar("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))

@@ -100,8 +100,8 @@ class ExportService:
                 shutil.rmtree(p, ignore_errors=True)
             for p in self.dir.glob(".*.part"):
                 p.unlink(missing_ok=True)
-            stale = table.fail_unfinished(self.index, self.clock(), INTERRUPTED)
-            named = table.bundle_names(self.index)
+            stale = self.index.exports.fail_unfinished(self.clock(), INTERRUPTED)
+            named = self.index.exports.bundle_names()
             orphans = sorted(p.name for p in self.dir.glob("*.zip") if p.name not in named)
             for name in orphans:
                 (self.dir / name).unlink(missing_ok=True)
@@ -165,7 +165,7 @@ class ExportService:
                 await self.audit.record("export.refused", actor[0], {"error": str(refusal), "case_id": case_id,
                                                                      **refusal.context}, actor=actor)
                 raise refusal
-            await asyncio.to_thread(table.insert, self.index, eid=eid, cameras=cams, start_ms=start_ms,
+            await asyncio.to_thread(self.index.exports.insert, eid=eid, cameras=cams, start_ms=start_ms,
                                     end_ms=end_ms, case_id=case_id, reason=reason, actor=actor, now=self.clock())
         await self.audit.record("export.create", eid, {
             "cameras": cams, "start": ms_to_rfc3339(start_ms), "end": ms_to_rfc3339(end_ms), "case_id": case_id,
@@ -195,7 +195,7 @@ class ExportService:
         return job
 
     async def _update(self, export_id: str, **fields: Any) -> None:
-        await asyncio.to_thread(table.update, self.index, export_id, **fields)
+        await asyncio.to_thread(self.index.exports.update, export_id, **fields)
 
     async def _run(self, export_id: str) -> None:
         job = await self.get(export_id)

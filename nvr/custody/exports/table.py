@@ -44,23 +44,8 @@ def _job(row: ExportRow | None) -> ExportJob | None:
     return ExportJob(**{f.name: getattr(row, f.name) for f in fields(ExportRow)}) if row is not None else None
 
 
-def fail_unfinished(index: Index, now: int, error: str) -> list[str]:
-    """Mark every queued or running job failed (the server stopped under them); their ids."""
-    return index.exports.fail_unfinished(now, error)
-
-
-def insert(index: Index, *, eid: str, cameras: list[str], start_ms: int, end_ms: int, case_id: str, reason: str,
-           actor: tuple[str, str], now: int) -> None:
-    index.exports.insert(eid=eid, cameras=cameras, start_ms=start_ms, end_ms=end_ms, case_id=case_id, reason=reason,
-                         actor=actor, now=now)
-
-
 def get(index: Index, export_id: str) -> ExportJob | None:
     return _job(index.exports.get(export_id))
-
-
-def update(index: Index, export_id: str, **fields_: Any) -> None:
-    index.exports.update(export_id, **fields_)
 
 
 def usage(index: Index, actor: str, *, excluding: str | None = None) -> Usage:
@@ -71,8 +56,3 @@ def usage(index: Index, actor: str, *, excluding: str | None = None) -> Usage:
 def kept(index: Index) -> list[ExportJob]:
     """Every done job whose bundle is still on disk, oldest first."""
     return [_job(r) for r in index.exports.kept()]  # type: ignore[misc]
-
-
-def bundle_names(index: Index) -> set[str]:
-    """The file names of every bundle a done job still points to."""
-    return index.exports.bundle_names()

@@ -15,7 +15,6 @@ different record than the index holds).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,7 @@ from nvr.custody.verify.objects import PlaintextSink, check_object
 from nvr.custody.verify.report import Problem, VerifyReport
 from storage.index import Index
 from storage.keyring import Keyring
-from storage.ledger import record_hash
+from storage.ledger import parse_record, record_hash
 from storage.objectstore import ObjectStore
 
 
@@ -55,14 +54,6 @@ class Evidence:
     camera: str
     records: tuple[dict[str, Any], ...]  # span_from..span_to, in seq order
     checkpoints: tuple[Checkpoint, ...]  # valid checkpoints within the span
-
-
-def _json_or_none(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 
@@ -79,14 +70,14 @@ def _gather_index(index: Index, camera: str, start_ms: int, end_ms: int, only_se
     if seqs:
         lo, hi = min(seqs), max(seqs)
         for seq, text in index.tombstones(camera, lo, hi):
-            rec = _json_or_none(text)
+            rec = parse_record(text)
             if rec is not None and rec.get("segment_seq") in seqs:
                 tombstones.setdefault(rec["segment_seq"], (seq, rec))
     return rows, seqs, tombstones, index.chain_head(camera).seq
 
 
 def _load_records(index: Index, camera: str, lo: int, hi: int) -> dict[int, dict[str, Any] | None]:
-    return {seq: _json_or_none(text) for seq, text in index.ledger_texts(camera, lo, hi)}
+    return {seq: parse_record(text) for seq, text in index.ledger_texts(camera, lo, hi)}
 
 
 class _Checkpoints:
