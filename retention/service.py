@@ -26,7 +26,7 @@ import fcntl
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +137,9 @@ class RetentionService:
         self.deleted_bytes: Counter[str] = Counter()
         self.delete_failures = 0
         self.pending = 0
+        # In a cluster: whether this node holds the cluster-wide sweep's lease (scheduled sweeps run on
+        # that node only); any node's sweep also takes the index's "retention-sweep" lock, one at a time.
+        self.cluster_gate: Callable[[], bool] | None = None
 
     async def _audit(self, action: str, target: str, detail: dict[str, Any], actor: tuple[str, str]) -> None:
         await self._audit_log.record(action, target, detail, actor=actor)
@@ -235,12 +238,22 @@ class RetentionService:
         """What a sweep would delete now under ``rules`` (default: the rules in force)."""
         return await self.sweeper.preview(self.rules if rules is None else rules)
 
-    async def run_now(self, trigger: str = "manual", *, free_needed: int | None = None) -> SweepReport:
-        """One sweep with the rules in force, after any sweep in progress."""
+    async def run_now(self, trigger: str = "manual", *, free_needed: int | None = None) -> SweepReport | None:
+        """One sweep with the rules in force, after any sweep in progress (None: another node's turn)."""
+        if trigger == "schedule" and self.cluster_gate is not None and not self.cluster_gate():
+            return None  # the node holding the sweep's lease runs the scheduled sweep
         async with self._sweep_lock:
             self.sweeping = True
+            held = self.index.hold("retention-sweep", wait=False)
             try:
-                report = await self.sweeper.run(self.rules, trigger=trigger, free_needed=free_needed)
+                got = await asyncio.to_thread(held.__enter__)
+                try:
+                    if not got:
+                        raise RetentionBusy("a retention sweep is running on another node of the cluster; "
+                                            "try again when it has finished")
+                    report = await self.sweeper.run(self.rules, trigger=trigger, free_needed=free_needed)
+                finally:
+                    await asyncio.shield(asyncio.to_thread(held.__exit__, None, None, None))
             finally:
                 self.sweeping = False
                 self.pending = await asyncio.to_thread(self.rstore.pending_count)
@@ -252,6 +265,11 @@ class RetentionService:
         self.delete_failures += len(report.failed)
         self.pulse.fire()
         return report
+
+    async def reload_rules(self) -> None:
+        """Take up rules another node of the cluster stored."""
+        if self._rules is not None:
+            await self._rules.load(import_config=False)
 
     async def on_segment_stored(self, row: SegmentRow) -> None:
         """Ingest hook, after each new segment: legal hold when an active (open-ended) hold covers it."""

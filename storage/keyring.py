@@ -13,6 +13,8 @@ segments encrypted under them stay readable after a rotation.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -165,6 +167,20 @@ class Keyring:
             raise KeyringError(
                 f"key-encryption key {key_id!r} is not in {self.dir / 'kek'}; restore it from backup"
             ) from None
+
+    def kek_checks(self) -> dict[str, str]:
+        """KEK id → a check value (HMAC of a fixed text): nodes compare keys by it without showing them."""
+        return {k: hmac.new(v, b"nvr kek check", hashlib.sha256).hexdigest()[:32] for k, v in self._keks.items()}
+
+    def add_public(self, key_id: str, pem: bytes) -> bool:
+        """Trust another node's signing key: its public PEM as ``signing/<id>.pub.pem``; False if present."""
+        if not KEY_ID_RE.match(key_id):
+            raise KeyringError(f"{key_id!r} is not a key id")
+        path = self.dir / "signing" / f"{key_id}.pub.pem"
+        if path.exists() or key_id in self._signing:
+            return False
+        _write_secret(path, pem)
+        return True
 
     @property
     def kek_ids(self) -> list[str]:

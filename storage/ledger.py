@@ -70,18 +70,22 @@ def segment_record(
     clock: str = "camera",
     correction_ms: int = 0,
     audio_transcoded: bool = False,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
     """The ledger record of one stored segment, linked to ``head``.
 
     ``clock`` says whose clock placed it (docs/timing.md); ``placement_correction_ms`` (only when the run
     was re-anchored at this segment) by how much; ``audio`` (only when re-encoded) that the camera's
-    audio is in AAC, not as the camera sent it.
+    audio is in AAC, not as the camera sent it; ``epoch`` (only in a cluster) the lease epoch of the camera
+    the node recorded it under (docs/cluster.md).
     """
     extra: dict[str, Any] = {"clock": clock}
     if correction_ms:
         extra["placement_correction_ms"] = correction_ms
     if audio_transcoded:
         extra["audio"] = "transcoded to aac"
+    if epoch is not None:
+        extra["epoch"] = epoch
     return {
         "v": RECORD_VERSION,
         "type": "segment",

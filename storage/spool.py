@@ -4,6 +4,7 @@ The spool directory is the ingest queue, so it survives any crash::
 
     <spool>/<camera>/<run>-<n>.mp4          written by ffmpeg
     <spool>/<camera>/t<start_ms>-<run>-<n>.json   ticket: the segment is closed, with its wall-clock times
+    <spool>/<camera>/<run>.lease            in a cluster: the lease epoch the run recorded under
 
 A ticket is written atomically (temp file, fsync, rename) when the recorder
 learns a segment closed, or by crash recovery for a file left without one
@@ -45,6 +46,7 @@ class ClosedSegment:
     clock: str = "camera"
     correction_ms: int = 0
     audio_transcoded: bool = False  # the camera's audio was re-encoded to AAC (mp4 can't carry G.711)
+    epoch: int | None = None  # in a cluster: the camera's lease epoch this node recorded it under
 
     @property
     def stem(self) -> str:
@@ -93,6 +95,26 @@ class Spool:
             self._fresh.add((seg.camera, seg.file))
         return final
 
+    def write_run_lease(self, camera: str, run: str, epoch: int) -> None:
+        """Record, before the run's first byte, the lease epoch it records under (crash recovery reads it)."""
+        d = self.camera_dir(camera)
+        tmp = d / f".{run}.lease.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"epoch": epoch}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, d / f"{run}.lease")
+        _fsync_dir(d)
+
+    def run_epoch(self, camera: str, run: str) -> int | None:
+        """The lease epoch a run recorded under (None: recorded outside a cluster)."""
+        try:
+            with open(self.root / camera / f"{run}.lease", encoding="utf-8") as f:
+                value = json.load(f).get("epoch")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) else None
+
     def claim_fresh(self, seg: ClosedSegment) -> bool:
         """True once for a ticket this process wrote: the first ingest attempt of a segment never seen in S3."""
         with self._fresh_lock:
@@ -126,9 +148,26 @@ class Spool:
         d = self.root / seg.camera
         (d / seg.file).unlink(missing_ok=True)
         (d / seg.ticket_name).unlink(missing_ok=True)
+        lease = d / f"{seg.run}.lease"
+        if seg.epoch is not None and lease.exists() and not any(d.glob(f"{seg.run}-*.mp4")):
+            lease.unlink(missing_ok=True)  # the run's last segment left; a new run writes its own
         _fsync_dir(d)
         with self._fresh_lock:
             self._fresh.discard((seg.camera, seg.file))
+
+    def quarantine(self, seg: ClosedSegment, why: str) -> Path:
+        """Move a segment ingest must not store out of the queue into ``<camera>/<why>/`` (kept, never deleted)."""
+        d = self.root / seg.camera
+        aside = d / why
+        aside.mkdir(mode=0o700, exist_ok=True)
+        for name in (seg.file, seg.ticket_name):
+            if (d / name).exists():
+                os.replace(d / name, aside / name)
+        _fsync_dir(aside)
+        _fsync_dir(d)
+        with self._fresh_lock:
+            self._fresh.discard((seg.camera, seg.file))
+        return aside
 
     def cameras(self) -> list[str]:
         if not self.root.is_dir():
@@ -176,7 +215,7 @@ def _fsync_dir(d: Path) -> None:
 
 def closed_now(
     camera: str, file: str, start_ms: int, end_ms: int, *, partial: bool = False, clock: str = "camera",
-    correction_ms: int = 0, audio_transcoded: bool = False,
+    correction_ms: int = 0, audio_transcoded: bool = False, epoch: int | None = None,
 ) -> ClosedSegment:
     """A ClosedSegment for a spool file name, closed at the current time."""
     m = SEGMENT_RE.match(file)
@@ -185,5 +224,5 @@ def closed_now(
     return ClosedSegment(
         camera=camera, file=file, run=m["run"], n=int(m["n"]), start_ms=start_ms, end_ms=end_ms,
         partial=partial, closed_ms=now_ms(), clock=clock, correction_ms=correction_ms,
-        audio_transcoded=audio_transcoded,
+        audio_transcoded=audio_transcoded, epoch=epoch,
     )

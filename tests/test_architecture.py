@@ -21,13 +21,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nvr.base",),
     ("nvr.config",),
     ("storage",),
-    ("nvr.playback", "nvr.ingest", "nvr.recording", "retention", "nvr.custody"),
+    ("nvr.playback", "nvr.ingest", "nvr.recording", "retention", "nvr.custody", "nvr.cluster"),
     ("nvr.api",),
     ("nvr.server",),
     ("nvr.cli",),
 )
 # Stages share a layer but not their internals; these are the only uses of one stage by another.
-STAGE_USES = {"nvr.custody": {"nvr.playback"}}  # an export's stitched clip is the playback clip
+STAGE_USES = {
+    "nvr.custody": {"nvr.playback"},  # an export's stitched clip is the playback clip
+    # A node's leases start and stop its recorders; it enrolls its checkpoint-signing keys.
+    "nvr.cluster": {"nvr.recording", "nvr.custody"},
+}
 # Package roots that hold no code of their own layer (only the version string).
 NEUTRAL = {"nvr"}
 MAX_LINES = 500

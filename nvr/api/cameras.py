@@ -26,7 +26,8 @@ def camera_json(cameras: CameraRegistry, recorders: RecorderSupervisor, cam: Cam
     return {
         "id": cam.id, "name": cam.name, "url": cam.display_url, "enabled": cam.enabled,
         "segment_seconds": cam.segment_seconds, "rtsp_transport": cam.rtsp_transport, "audio": cam.audio,
-        "timestamps": cam.timestamps, "source": cameras.source(cam.id), "state": st.state if st else "stopped",
+        "timestamps": cam.timestamps, "priority": cam.priority, "source": cameras.source(cam.id),
+        "state": st.state if st else "stopped",
     }
 
 
@@ -81,6 +82,8 @@ _FIELDS = {
     "audio": {"type": "boolean"},
     "timestamps": {"enum": ["auto", "camera", "arrival"],
                    "description": "whose clock times the frames; auto: arrival time for http(s) sources"},
+    "priority": {"type": "integer", "minimum": -1000, "maximum": 1000,
+                 "description": "in a cluster: cameras of higher priority are claimed first"},
 }
 SCHEMAS: dict[str, Any] = {
     "CameraCreate": {"type": "object", "additionalProperties": False, "required": ["id", "url"],
@@ -91,7 +94,8 @@ SCHEMAS: dict[str, Any] = {
         "url": {"type": "string", "description": "credentials redacted"},
         "enabled": {"type": "boolean"}, "segment_seconds": {"type": ["number", "null"]},
         "rtsp_transport": {"type": "string"}, "audio": {"type": "boolean"}, "source": {"enum": ["config", "api"]},
-        "timestamps": {"enum": ["auto", "camera", "arrival"]}, "state": {"type": "string"}}},
+        "timestamps": {"enum": ["auto", "camera", "arrival"]}, "priority": {"type": "integer"},
+        "state": {"type": "string"}}},
 }
 
 _ID = {"id": CAMERA}

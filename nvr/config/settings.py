@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from nvr.base.errors import ConfigError
 from nvr.base.ids import CAMERA_ID_HINT, is_camera_id
 from nvr.base.redact import redact_url
+from nvr.config.cluster import ClusterConfig, parse_cluster
 from nvr.config.retention import (
     DEFAULT_MIN_AGE,
     MIN_AGE_FLOOR,
@@ -137,6 +138,8 @@ class CameraConfig:
     # Whose clock times the frames: "camera" (its stream timestamps), "arrival" (when nvr received each
     # frame), or "auto": arrival for http(s) sources (MJPEG cameras send no usable timestamps), else camera.
     timestamps: str = "auto"
+    # In a cluster, cameras of higher priority are claimed first when nodes lack capacity for all.
+    priority: int = 0
 
     @property
     def arrival_time(self) -> bool:
@@ -165,6 +168,8 @@ class CameraConfig:
             table["timestamps"] = self.timestamps
         if self.segment_seconds is not None:
             table["segment_seconds"] = self.segment_seconds
+        if self.priority:
+            table["priority"] = self.priority
         return table
 
 
@@ -175,6 +180,7 @@ class Config:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     exports: ExportsConfig = field(default_factory=ExportsConfig)
     cameras: tuple[CameraConfig, ...] = ()
@@ -290,6 +296,9 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
     timestamps = s.take("timestamps", str, "auto")
     if timestamps not in ("auto", "camera", "arrival"):
         raise s.error("timestamps", f"must be 'auto', 'camera' or 'arrival', got {timestamps!r}")
+    priority = s.take("priority", int, 0)
+    if not -1000 <= priority <= 1000:
+        raise s.error("priority", f"must be between -1000 and 1000, got {priority}")
     cam = CameraConfig(
         id=cam_id,
         url=url,
@@ -299,6 +308,7 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
         rtsp_transport=transport,
         audio=s.take("audio", bool, False),
         timestamps=timestamps,
+        priority=priority,
     )
     s.finish()
     return cam
@@ -420,6 +430,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         raise ix.error("url", problem)
     ix.finish()
 
+    cluster = parse_cluster(top.take("cluster", dict, {}), source, index_url=index.url, node_id=server.node_id)
+
     retention = parse_retention(top.take("retention", dict, {}), source)
 
     ex = Section(top.take("exports", dict, {}), "exports", source)
@@ -439,7 +451,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         seen[cam.id] = i
         cameras.append(cam)
     top.finish()
-    return Config(server=server, storage=storage, recording=recording, keys=keys, index=index, retention=retention,
+    return Config(server=server, storage=storage, recording=recording, keys=keys, index=index, cluster=cluster,
+                  retention=retention,
                   exports=exports, cameras=tuple(cameras), source=source)
 
 

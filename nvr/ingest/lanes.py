@@ -31,6 +31,7 @@ from nvr.base.tasks import TaskOwner
 from nvr.base.times import now_ms
 from nvr.ingest.pipeline import Ingestor, IngestStats
 from storage.errors import Cause, StorageError, TransientStorageError
+from storage.index.cluster import Fenced
 
 log = logging.getLogger("nvr.ingest")
 
@@ -185,6 +186,10 @@ class IngestService:
             idle.clear()
             try:
                 await self.ingestor.ingest(seg)
+            except Fenced:
+                self.ingestor.stats.errors += 1
+                self.on_change()
+                continue  # set aside and reported by the ingestor; the next segment may be in its lease
             except TransientStorageError as e:
                 self.ingestor.stats.errors += 1
                 self.lane_errors[camera] = str(e)

@@ -8,6 +8,7 @@ docs/segment-lifecycle.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import mmap
 import threading
@@ -26,6 +27,7 @@ from storage.chainlock import ChainLocks
 from storage.envelope import SegmentContext, seal_buffer_size, seal_file, sha256_file
 from storage.errors import StorageError
 from storage.index import Index, SegmentRow
+from storage.index.cluster import Fenced
 from storage.keyring import Keyring
 from storage.ledger import ChainHead, segment_record
 from storage.objectstore import ObjectStore
@@ -94,6 +96,7 @@ class Ingestor:
         on_event: EventSink | None = None,
         chain_locks: ChainLocks | None = None,
         on_stored: Callable[[SegmentRow], Awaitable[None]] | None = None,
+        fence_skew_ms: int = 0,
     ):
         self.store = store
         self.index = index
@@ -106,6 +109,8 @@ class Ingestor:
         # head to committing the record, no other record may land in between.
         self.chain_locks = chain_locks or ChainLocks()
         self.on_stored = on_stored  # after each newly indexed segment (retention: legal holds of open holds)
+        self.fence_skew_ms = fence_skew_ms  # in a cluster: the clock skew the lease fence allows
+        self.fenced: list[tuple[str, str, str]] = []  # (camera, file, why) of segments the lease fence refused
         self.stats = IngestStats()
         self._buffers = threading.local()  # one seal buffer per S3 worker thread
 
@@ -156,6 +161,11 @@ class Ingestor:
         if reused is not None:
             record, version_id = reused
         else:
+            if seg.epoch is not None:
+                problem = self.index.cluster.fence_problem(
+                    {"camera": seg.camera, "epoch": seg.epoch, "node": self.node_id, "start": start}, self.fence_skew_ms)
+                if problem is not None:  # checked before the PUT: a refused segment never reaches the bucket
+                    raise Fenced(problem)
             key_id = self.keyring.current_kek_id
             ctx = SegmentContext(camera=seg.camera, object_key=key, start=start, end=end)
             sealed = seal_file(path, ctx, key_id, self.keyring.kek(key_id), self._buffer(path.stat().st_size))
@@ -163,13 +173,14 @@ class Ingestor:
                 head=head, start=start, end=end, partial=seg.partial, size=sealed.size, sha256=sealed.sha256,
                 object_key=key, object_size=len(sealed.blob), object_sha256=sealed.object_sha256,
                 key_id=key_id, node=self.node_id, clock=seg.clock, correction_ms=seg.correction_ms,
-                audio_transcoded=seg.audio_transcoded,
+                audio_transcoded=seg.audio_transcoded, epoch=seg.epoch,
             )
             retain = ms_to_datetime(now_ms()) + timedelta(seconds=self.lock_seconds) if self.lock_seconds else None
             version_id = self.store.guarded(
                 self.store.put, key, sealed.blob, record=record, sha256=sealed.object_sha256, retain_until=retain,
             )
-        row = self.index.insert_segment(record, version_id=version_id, skeleton=skeleton)
+        row = self.index.insert_segment(record, version_id=version_id, skeleton=skeleton,
+                                        fence_skew_ms=self.fence_skew_ms)
         self.spool.remove(seg)
         return row, prev_end, False
 
@@ -177,8 +188,17 @@ class Ingestor:
         """Store ``seg`` durably and index it, then remove it from the spool."""
         key = object_key(seg)
         fresh = self.spool.claim_fresh(seg)  # claimed before the attempt: a retry always HEADs
-        async with self.chain_locks(seg.camera):
-            row, prev_end, already = await self.store.run_raw(self._store_and_index, seg, key, fresh)
+        try:
+            async with self.chain_locks(seg.camera):
+                row, prev_end, already = await self.store.run_raw(self._store_and_index, seg, key, fresh)
+        except Fenced as e:
+            # Never dropped: kept aside where an operator sees it, audited, and the lane goes on.
+            where = await asyncio.to_thread(self.spool.quarantine, seg, "fenced")
+            self.fenced.append((seg.camera, seg.file, str(e)))
+            del self.fenced[:-100]
+            log.error("camera %s: %s refused by the lease fence (%s); kept in %s", seg.camera, seg.file, e, where)
+            await self.on_event("segment.fenced", seg.camera, {"file": seg.file, "error": str(e), "kept": str(where)})
+            raise
         if already:
             return row
         self.stats.observe(row, seg.closed_ms)

@@ -140,6 +140,9 @@ class CameraRecorder:
         self._secrets = url_secrets(camera.url)
         self._stop = asyncio.Event()
         self._kick = asyncio.Event()  # stop or restart requested
+        self._grace: float | None = None  # a stop's grace shorter than the configured one
+        # In a cluster: the lease epoch this recorder records under (every run and segment names it).
+        self.epoch: int | None = None
         self._restart_reason: str | None = None
         self._progress = time.monotonic()
         self._created_ms = now_ms()
@@ -162,8 +165,11 @@ class CameraRecorder:
         self._restart_reason = reason
         self._kick.set()
 
-    def stop(self) -> None:
-        """Ask the supervisor to finish the current segment and exit."""
+    def stop(self, *, grace: float | None = None) -> None:
+        """Ask the supervisor to finish the current segment and exit (ffmpeg given ``grace`` seconds, else the
+        configured ``recording.stop_grace``: a cluster node losing its lease stops within what is left of it)."""
+        if grace is not None:
+            self._grace = grace if self._grace is None else min(grace, self._grace)
         self._stop.set()
         self._kick.set()
 
@@ -247,6 +253,8 @@ class CameraRecorder:
             spawned_ms=spawned, floor_ms=await self.floor(cam),
             bound_ms=round(self.cfg.recording.placement_bound * 1000),
         )
+        if self.epoch is not None:
+            await asyncio.to_thread(self.spool.write_run_lease, cam, run, self.epoch)
         pattern = self.spool.camera_dir(cam) / f"{run}-%06d.mp4"
         timeout = self.cfg.recording.connect_timeout
         listed = hidden_input(self.camera, timeout)
@@ -372,7 +380,7 @@ class CameraRecorder:
 
     async def _finish(self, proc: asyncio.subprocess.Process) -> None:
         """Ask ffmpeg to close its segment and exit: 'q', then SIGINT, then SIGKILL."""
-        grace = self.cfg.recording.stop_grace
+        grace = self.cfg.recording.stop_grace if self._grace is None else self._grace
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError, AttributeError):
             proc.stdin.write(b"q")
             await proc.stdin.drain()
@@ -441,7 +449,7 @@ class CameraRecorder:
         try:
             seg = closed_now(cam, file, placed.start_ms, placed.end_ms, clock=self.camera.clock,
                              correction_ms=placed.correction_ms,
-                             audio_transcoded=self._transcode_audio and self.camera.audio)
+                             audio_transcoded=self._transcode_audio and self.camera.audio, epoch=self.epoch)
         except ValueError as e:
             log.error("camera %s: segment-list line names %r: %s", cam, self.redact(file), e)
             return

@@ -73,7 +73,8 @@ async def recover_camera(
             mtime_ms=st.st_mtime_ns // 1_000_000, duration_ms=round(seconds * 1000),
         )
         # Placed by the file's last write and the media it holds, whatever timed the frames.
-        seg = closed_now(camera, path.name, start, end, partial=True, clock="write-time")
+        epoch = await asyncio.to_thread(spool.run_epoch, camera, m["run"])  # a cluster's lease of that run
+        seg = closed_now(camera, path.name, start, end, partial=True, clock="write-time", epoch=epoch)
         await asyncio.to_thread(spool.write_ticket, seg)
         log.info("camera %s: recovered partial segment %s (%s, %.1f s)", camera, path.name, ms_to_rfc3339(start), seconds)
         recovered.append(seg)

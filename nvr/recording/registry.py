@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from nvr.base.errors import ConfigError, Conflict, InvalidInput, NotFound
@@ -22,7 +23,7 @@ from storage.index import Index
 
 log = logging.getLogger("nvr.cameras")
 
-EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps")
+EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps", "priority")
 # Fields whose change needs a new ffmpeg run.
 RECORDING_FIELDS = ("url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps")
 
@@ -40,15 +41,79 @@ def camera_from_json(body: dict[str, Any]) -> CameraConfig:
 
 
 class CameraRegistry:
-    """Registered cameras and their recorders; every change is audited."""
+    """Registered cameras and their recorders; every change is audited.
 
-    def __init__(self, index: Index, supervisor: RecorderSupervisor, audit: AuditLog):
+    On a single node every enabled camera records. In a cluster (``leased``) a camera records
+    on this node only while it holds the camera's lease: ``leased(camera)`` names the epoch,
+    and the cluster service calls :meth:`record` and :meth:`unrecord` as leases come and go.
+    """
+
+    def __init__(self, index: Index, supervisor: RecorderSupervisor, audit: AuditLog, *,
+                 leased: Callable[[str], int | None] | None = None):
         self.index = index
         self.supervisor = supervisor
         self.audit = audit
+        self.leased = leased
         self._cameras: dict[str, CameraConfig] = {}
         self._sources: dict[str, str] = {}
         self._lock = asyncio.Lock()  # one change at a time: start/stop order stays consistent
+
+    def _start(self, cam: CameraConfig) -> None:
+        """Record ``cam`` if it is enabled and (in a cluster) this node holds its lease."""
+        if not cam.enabled:
+            return
+        if self.leased is None:
+            self.supervisor.start(cam)
+        elif (epoch := self.leased(cam.id)) is not None:
+            self.supervisor.start(cam, epoch=epoch)
+
+    async def record(self, camera_id: str, epoch: int) -> bool:
+        """Cluster: this node now holds ``camera_id``'s lease under ``epoch``; record it (False: not enabled)."""
+        async with self._lock:
+            cam = self._cameras.get(camera_id)
+            if cam is None or not cam.enabled:
+                return False
+            now = self.supervisor.recording()
+            if camera_id in now and now[camera_id] == epoch:
+                return True
+            if camera_id in now:
+                await self.supervisor.stop(camera_id)
+            self.supervisor.start(cam, epoch=epoch)
+            return True
+
+    async def unrecord(self, camera_id: str, *, grace: float | None = None) -> None:
+        """Cluster: stop recording ``camera_id`` here (its lease is released or lost)."""
+        async with self._lock:
+            await self.supervisor.stop(camera_id, grace=grace)
+
+    async def refresh(self) -> list[str]:
+        """Cluster: take up camera changes another node made (reload from the index); the ids changed."""
+        changed = []
+        async with self._lock:
+            rows = await asyncio.to_thread(self.index.cameras)
+            seen = set()
+            for cid, table, source, _, _ in rows:
+                seen.add(cid)
+                try:
+                    cam = camera_from_table(table, f"registered camera {cid}")
+                except ConfigError as e:
+                    log.error("%s; not recording it", e)
+                    continue
+                old = self._cameras.get(cid)
+                self._cameras[cid] = cam
+                self._sources[cid] = source
+                if old == cam:
+                    continue
+                changed.append(cid)
+                if old is not None and any(getattr(old, k) != getattr(cam, k) for k in RECORDING_FIELDS):
+                    await self.supervisor.stop(cid)
+                    self._start(cam)
+            for cid in sorted(set(self._cameras) - seen):
+                changed.append(cid)
+                await self.supervisor.stop(cid)
+                del self._cameras[cid]
+                self._sources.pop(cid, None)
+        return changed
 
     # ------------------------------------------------------------------ start
 
@@ -76,7 +141,7 @@ class CameraRegistry:
             self._cameras[cid] = cam
             self._sources[cid] = source
             if cam.enabled:
-                self.supervisor.start(cam)
+                self._start(cam)
             else:
                 log.info("camera %s is disabled, not recording", cid)
 
@@ -101,8 +166,7 @@ class CameraRegistry:
             await asyncio.to_thread(self.index.put_camera, cam.id, cam.to_table(), source="api")
             self._cameras[cam.id] = cam
             self._sources[cam.id] = "api"
-            if cam.enabled:
-                self.supervisor.start(cam)
+            self._start(cam)
         await self.audit.record("camera.create", cam.id, {"url": cam.display_url, "enabled": cam.enabled}, actor=actor)
         return cam
 
@@ -124,8 +188,7 @@ class CameraRegistry:
             self._cameras[camera_id] = new
             if any(k in changed for k in RECORDING_FIELDS):
                 await self.supervisor.stop(camera_id)
-                if new.enabled:
-                    self.supervisor.start(new)
+                self._start(new)
         shown = {k: (new.display_url if k == "url" else v) for k, v in changed.items()}
         await self.audit.record("camera.update", camera_id, {"changed": shown}, actor=actor)
         return new

@@ -22,16 +22,22 @@ class RecorderSupervisor:
         self.restarts = 0  # recorder tasks that ended unasked and were started again
         self._stopping = False
 
-    def start(self, camera: CameraConfig) -> None:
+    def start(self, camera: CameraConfig, *, epoch: int | None = None) -> None:
+        """Record ``camera`` (in a cluster, under its lease ``epoch``)."""
         if camera.id in self._tasks:
             raise RuntimeError(f"camera {camera.id} is already recording")
         rec = self.factory(camera)
+        rec.epoch = epoch
         self._recorders[camera.id] = rec
         task = asyncio.create_task(rec.run(), name=f"recorder:{camera.id}")
         self._tasks[camera.id] = task
-        task.add_done_callback(lambda t, cam=camera: self._ended(cam, t))
+        task.add_done_callback(lambda t, cam=camera: self._ended(cam, t, epoch))
 
-    def _ended(self, camera: CameraConfig, task: asyncio.Task) -> None:
+    def recording(self) -> dict[str, int | None]:
+        """The cameras recording now, with the epoch each records under."""
+        return {cid: rec.epoch for cid, rec in self._recorders.items()}
+
+    def _ended(self, camera: CameraConfig, task: asyncio.Task, epoch: int | None) -> None:
         """A recorder ends only when stopped; one that ended otherwise is reported and started again."""
         if self._stopping or self._tasks.get(camera.id) is not task:
             return  # stopped (or replaced) on purpose
@@ -40,15 +46,15 @@ class RecorderSupervisor:
         self.restarts += 1
         del self._tasks[camera.id]
         self._recorders.pop(camera.id, None)
-        self.start(camera)
+        self.start(camera, epoch=epoch)
 
-    async def stop(self, camera_id: str) -> None:
-        """Finish the camera's current segment and stop its recorder."""
+    async def stop(self, camera_id: str, *, grace: float | None = None) -> None:
+        """Finish the camera's current segment and stop its recorder (ffmpeg given ``grace`` seconds)."""
         rec = self._recorders.pop(camera_id, None)
         task = self._tasks.pop(camera_id, None)
         if rec is None or task is None:
             return
-        rec.stop()
+        rec.stop(grace=grace)
         try:
             await task
         except Exception:

@@ -52,6 +52,7 @@ from nvr.base.errors import Kind, NvrError
 from nvr.base.ffmpeg import find_ffmpeg
 from nvr.base.pulse import Pulse
 from nvr.base.tasks import TaskOwner
+from nvr.cluster import ClusterService, ClusterSettings
 from nvr.config.settings import DEMO_CAMERAS, CameraConfig, Config
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService, fresh_private_dir
@@ -65,6 +66,7 @@ from nvr.recording.registry import CameraRegistry
 from nvr.recording.spoolwatch import SpoolWatch
 from nvr.recording.supervisor import RecorderSupervisor
 from nvr.server.backend import Backend, open_backend
+from nvr.server.health import alarms, status
 from retention.service import RetentionService, RetentionSettings
 from storage.audit import AuditLog
 from storage.chainlock import ChainLocks
@@ -104,7 +106,8 @@ class NvrServer:
         self.spoolwatch: SpoolWatch | None = None
         self.http_port: int | None = None
         self.pulse = Pulse()  # fired on every segment, ingest, status change
-        self.chain_locks = ChainLocks()  # one writer at a time per camera chain: ingest, tombstones, exports
+        self.chain_locks = ChainLocks()  # one writer per camera chain (ingest, tombstones, exports); see _start
+        self.cluster: ClusterService | None = None  # this node's leases, when [cluster] is enabled
         self.checkpoints: CheckpointWriter | None = None
         self.exports: ExportService | None = None
         self.retention: RetentionService | None = None
@@ -129,6 +132,8 @@ class NvrServer:
         self.ingest.notify(seg.camera)
 
     async def _segment_stored(self, row: SegmentRow) -> None:
+        if self.cluster is not None:
+            self.cluster.note_ingested(row.camera)
         if self.retention is not None:
             await self.retention.on_segment_stored(row)
 
@@ -195,6 +200,15 @@ class NvrServer:
                  await asyncio.to_thread(backend.index.schema_version))
         if backend.embedded is not None:
             self._owner("embedded-s3").spawn("weed", backend.embedded.watch, initial=0.5, maximum=10.0)
+        # Across processes too when the index is shared (PostgreSQL): nodes of a cluster take turns.
+        self.chain_locks = ChainLocks(backend.index)
+        if cfg.cluster.enabled:
+            self.cluster = ClusterService(
+                index=backend.index, settings=ClusterSettings(
+                    node_id=backend.node_id, address=cfg.cluster.address, capacity=cfg.cluster.capacity,
+                    ttl=cfg.cluster.lease_ttl, max_clock_skew=cfg.cluster.max_clock_skew, version=__version__),
+                keyring=backend.keyring, store=backend.store, on_event=self._event, on_change=self.pulse.fire,
+                on_catalog_change=self._catalog_changed)
 
         # Built now, started by the ledger gate; stopped last (after the drain) to sign what it uploaded.
         self.checkpoints = CheckpointWriter(
@@ -216,6 +230,7 @@ class NvrServer:
             store=backend.store, index=backend.index, keyring=backend.keyring, spool=self.spool,
             node_id=backend.node_id, lock_seconds=retention_settings.lock_seconds,
             on_event=self._event, chain_locks=self.chain_locks, on_stored=self._segment_stored,
+            fence_skew_ms=round(cfg.cluster.max_clock_skew * 1000),
         )
         self.ingest = IngestService(ingestor, retry_max=cfg.storage.retry_max, on_change=self.pulse.fire)
         stack.push_async_callback(self.ingest.stop)
@@ -226,8 +241,9 @@ class NvrServer:
 
         self.recorders = RecorderSupervisor(self._make_recorder)
         stack.push_async_callback(self.recorders.stop_all)  # before load: it starts recorders and may fail midway
-        self.cameras = CameraRegistry(backend.index, self.recorders, self.audit)
-        await self.cameras.load(cfg.cameras)
+        self.cameras = CameraRegistry(backend.index, self.recorders, self.audit,
+                                      leased=self.cluster.holds if self.cluster is not None else None)
+        await self.cameras.load(cfg.cameras)  # in a cluster nothing records before a lease is claimed
 
         self.spoolwatch = SpoolWatch(
             self.spool, self.audit, limit_bytes=cfg.recording.spool_limit_bytes,
@@ -261,8 +277,35 @@ class NvrServer:
         sockets = getattr(server, "sockets", None) or []
         self.http_port = sockets[0].getsockname()[1] if sockets else cfg.server.listen_port
         log.info("HTTP API on http://%s:%d/", cfg.server.listen_host, self.http_port)
+        if self.cluster is not None:
+            await self._start_cluster()
         stack.push_async_callback(self.retention.stop_sweeps)  # the periodic sweep: first to stop
         self._owner("start").spawn("ledger-gate", self._open_ledger, once=True, initial=1.0, maximum=15.0)
+
+    async def _start_cluster(self) -> None:
+        """Join the cluster; leases are claimed from the first round on. Stops first: drain, then leave."""
+        cl = self.cluster
+        assert cl is not None and self.cameras is not None and self.retention is not None
+        assert self.checkpoints is not None
+        if not cl.settings.address:
+            cl.settings = replace(cl.settings, address=f"http://{self.cfg.server.listen_host}:{self.http_port}")
+        cl.registry = self.cameras
+        self.retention.cluster_gate = lambda: cl.sweeper
+        self.checkpoints.select = cl.checkpoint_cameras
+        await cl.join()
+        self._stack.push_async_callback(cl.drain)  # after the loop stopped: recorders close, leases released
+        owner = self._owner("cluster")
+        self._stack.push_async_callback(cl.stop_listening)  # the listener thread ends within a second
+        owner.spawn("listen", cl.listen_forever, initial=1.0, maximum=10.0)
+        owner.spawn("leases", cl.run, initial=0.2, maximum=cl.settings.interval)
+
+    async def _catalog_changed(self) -> None:
+        """Another node changed cameras or retention rules: take them up."""
+        assert self.cameras is not None and self.retention is not None
+        changed = await self.cameras.refresh()
+        if changed:
+            log.info("cluster: camera change(s) from another node taken up: %s", ", ".join(changed[:20]))
+        await self.retention.reload_rules()
 
     async def _open_ledger(self) -> None:
         """Step 7 of the start: the bucket, then no chain forked, then the ledger writers (retried until done)."""
@@ -271,6 +314,8 @@ class NvrServer:
         assert self.retention is not None and self.cameras is not None
         await b.store.run(b.store.ensure_bucket)
         behind = [c for c in await self._chain_checks() if c.ahead]
+        if behind and self.cluster is not None:
+            behind = await self._still_behind(behind)
         if behind:
             for c in behind:
                 log.error("the index is behind the bucket: %s", c.describe())
@@ -290,6 +335,22 @@ class NvrServer:
         await self.retention.start()
         self.ledger_ready.set()
         self.pulse.fire()
+
+    async def _still_behind(self, behind: list[ChainCheck]) -> list[ChainCheck]:
+        """In a cluster, other nodes write while this one starts: a segment PUT a moment ago and not yet
+        indexed looks like an index behind the bucket. Look again; what stays behind stops this node's
+        uploads (it never rebuilds an index other nodes are writing)."""
+        b = self.backend
+        assert b is not None
+        for _ in range(3):
+            await asyncio.sleep(2.0)
+            behind = list(await asyncio.gather(*(
+                b.store.run(check_camera, b.store, b.index, self.spool, c.camera, object_key) for c in behind)))
+            behind = [c for c in behind if c.ahead]
+            if not behind:
+                return []
+        raise NvrError(f"the shared index is behind the bucket ({behind[0].describe()}); this node's uploads stay "
+                       "stopped: stop every node and run `nvr reindex --force` on one")
 
     async def _chain_checks(self) -> list[ChainCheck]:
         """Each camera the index, the spool, the registry or the bucket knows, compared (bounded by the S3 pool)."""
@@ -354,58 +415,11 @@ class NvrServer:
 
     def alarms(self) -> list[str]:
         """Everything an operator must act on now, each in words that name the cause."""
-        assert self.recorders is not None and self.ingest is not None and self.spoolwatch is not None
-        ing = self.ingest
-        out: list[str] = []
-        for owner in self.tasks:
-            for st in owner.states().values():
-                if st.gave_up:
-                    out.append(f"{owner.owner}: {st.name} stopped for good: {st.last_error}")
-                elif not st.running and not st.done and st.last_error:
-                    out.append(f"{owner.owner}: {st.name} is being restarted after: {st.last_error}")
-        if not self.ledger_ready.is_set():
-            gate = next((o.states().get("ledger-gate") for o in self.tasks if o.owner == "start"), None)
-            why = f": {gate.last_error}" if gate and gate.last_error else ""
-            out.append(f"uploads not started yet: checking the bucket and the ledger{why}; segments wait in the spool")
-        if ing.problem is not None:
-            out.append(ing.problem.alarm())
-        out += [f"camera {c}: uploads failing: {e}" for c, e in sorted(ing.lane_errors.items())
-                if ing.problem is None or e != ing.problem.error]
-        if ing.problem is None:
-            out += [f"camera {c}: uploads stalled, segments wait in the spool" for c in ing.stalled()]
-        out += [f"camera {c}: {p}" for c, p in sorted(self.recorders.problems().items())]
-        if self.spoolwatch.status.alarm:
-            out.append(self.spoolwatch.status.alarm)
-        if self.checkpoints is not None and (cp := self.checkpoints.alarm()):
-            out.append(cp)
-        if self.retention is not None and self.retention.alarm:
-            out.append(self.retention.alarm)
-        return out
+        return alarms(self)
 
     def status(self) -> dict:
         """Health of every part, for the API and the logs."""
-        assert self.recorders is not None and self.ingest is not None and self.spoolwatch is not None
-        sp = self.spoolwatch.status
-        problem = self.ingest.problem
-        return {
-            "version": __version__,
-            "node": self.backend.node_id if self.backend else None,
-            "cameras": {cid: st.as_dict() for cid, st in self.recorders.statuses().items()},
-            "spool": {
-                "bytes": sp.bytes, "files": sp.files, "limit_bytes": sp.limit_bytes,
-                "free_bytes": sp.free_bytes, "alarm": sp.alarm,
-            },
-            "storage": {"ok": problem is None, "error": problem.error if problem else None,
-                        "cause": str(problem.cause) if problem else None},
-            "ingest": {
-                "segments": self.ingest.stats.segments, "bytes": self.ingest.stats.bytes,
-                "errors": self.ingest.stats.errors, "gaps": self.ingest.stats.gaps,
-                "ready": self.ledger_ready.is_set(), "stalled": self.ingest.stalled(),
-            },
-            "checkpoints": {"alarm": self.checkpoints.alarm() if self.checkpoints else None},
-            "retention": self.retention.status() if self.retention is not None else None,
-            "alarms": self.alarms(),
-        }
+        return status(self)
 
 
 def url_token_secret(path: Path) -> bytes:

@@ -25,6 +25,7 @@ from storage.index._migrations import LATEST, applied, migrate
 from storage.index.audit import AuditEntry, AuditTables
 from storage.index.catalog import CatalogTables
 from storage.index.checkpoints import CheckpointRow, Checkpoints
+from storage.index.cluster import ClusterTables
 from storage.index.exports import ExportRow, Exports
 from storage.index.maintenance import Maintenance
 from storage.index.retention import RetentionTables
@@ -77,6 +78,7 @@ class Index(SegmentTables, AuditTables, CatalogTables):
         self.exports = Exports(self._engine)
         self.retention = RetentionTables(self._engine)
         self.maintenance = Maintenance(self._engine)
+        self.cluster = ClusterTables(self._engine)
 
     @property
     def dialect(self) -> str:
@@ -86,6 +88,16 @@ class Index(SegmentTables, AuditTables, CatalogTables):
     def describe(self) -> str:
         """Where the index is (a path, or a URL without its password)."""
         return self._engine.describe()
+
+    def hold(self, name: str, *, wait: bool = True):
+        """A named lock across transactions and processes (see ``Engine.hold``); yields whether it is held."""
+        return self._engine.hold(name, wait=wait)
+
+    def listen(self, on_notify, stop) -> None:
+        """Block, calling ``on_notify(payload)`` for every cluster notification, until ``stop`` (a threading.Event)."""
+        from storage.index.cluster import CHANNEL
+
+        self._engine.listen(CHANNEL, on_notify, stop)
 
     def schema_version(self) -> int:
         return applied(self._engine)

@@ -13,7 +13,7 @@ sweep reads the chain head it has just extended).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -105,6 +105,23 @@ class Engine:
             return
         with self._open_read() as tx:
             yield tx
+
+    @contextmanager
+    def hold(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+        """A lock named ``name`` held across transactions (and across work between them) until the block ends.
+
+        Yields False when ``wait`` is False and another holder has it. On PostgreSQL a
+        session advisory lock on a connection of its own, so processes on several nodes
+        exclude each other; on SQLite (one node) nothing: its callers' in-process locks do.
+        """
+        yield True
+
+    def listen(self, channel: str, on_notify: Callable[[str], None], stop: threading.Event) -> None:
+        """Call ``on_notify(payload)`` for each notification on ``channel`` until ``stop`` is set (blocking).
+
+        PostgreSQL's LISTEN on a connection of its own; SQLite has no other process to hear from.
+        """
+        stop.wait()
 
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """Rows of one read."""

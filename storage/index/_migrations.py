@@ -223,6 +223,65 @@ def derived_columns(record: dict | None) -> tuple[int | None, int | None, int | 
     return start, end, seg if isinstance(seg, int) and not isinstance(seg, bool) else None
 
 
+CLUSTER = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    address TEXT NOT NULL,
+    capacity {int} NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    keks TEXT NOT NULL,
+    started_ms {int} NOT NULL,
+    heartbeat_ms {int} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    camera TEXT PRIMARY KEY,
+    enabled {int} NOT NULL,
+    priority {int} NOT NULL,
+    node_id TEXT,
+    epoch {int} NOT NULL,
+    granted_ms {int} NOT NULL,
+    renewed_ms {int} NOT NULL,
+    expires_ms {int} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS leases_node ON leases (node_id);
+CREATE TABLE IF NOT EXISTS lease_epochs (
+    camera TEXT NOT NULL,
+    epoch {int} NOT NULL,
+    node_id TEXT NOT NULL,
+    granted_ms {int} NOT NULL,
+    ended_ms {int},
+    PRIMARY KEY (camera, epoch)
+){norowid};
+CREATE TABLE IF NOT EXISTS job_leases (
+    name TEXT PRIMARY KEY,
+    node_id TEXT,
+    epoch {int} NOT NULL,
+    expires_ms {int} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_keys (
+    key_id TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    public_pem TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    added_ms {int} NOT NULL
+)
+"""
+
+
+def _cluster(tx: Tx) -> None:
+    """Nodes, camera leases with their epochs (fencing tokens), job leases and the cluster's signing keys."""
+    tx.script(CLUSTER.format(**_TYPES[tx.dialect]))
+    rows = []
+    for camera, text, deleted in tx.all("SELECT id, config, deleted_ms FROM cameras"):
+        config = parse_record(text) or {}
+        rows.append((camera, int(deleted is None and config.get("enabled", True) is not False),
+                     int(config.get("priority", 0) or 0)))
+    tx.many("INSERT INTO leases (camera, enabled, priority, node_id, epoch, granted_ms, renewed_ms, expires_ms) "
+            "VALUES (?, ?, ?, NULL, 0, 0, 0, 0) ON CONFLICT (camera) DO NOTHING", rows)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -233,7 +292,8 @@ class Migration:
 # Every table of the schema at LATEST but schema_version, in an order a copy can follow; and which of them
 # have an id the database assigns (its sequence is moved past the copied ids).
 TABLES = ("meta", "ledger", "segments", "segment_skeletons", "audit", "tokens", "cameras", "checkpoints", "exports",
-          "retention_rules", "retention_holds", "retention_pending", "retention_legal_holds", "retention_runs")
+          "retention_rules", "retention_holds", "retention_pending", "retention_legal_holds", "retention_runs",
+          "nodes", "leases", "lease_epochs", "job_leases", "cluster_keys")
 SERIALS = {"retention_holds": "n", "retention_runs": "id"}
 
 
@@ -260,6 +320,7 @@ def reset_serial(tx: Tx, table: str) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the first release", _first_release),
     Migration(2, "ledger columns for time and tombstone queries; no trigger", _portable_ledger),
+    Migration(3, "cluster: nodes, camera leases and epochs, job leases, signing keys", _cluster),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -12,8 +12,10 @@ goes to libpq as a keyword, never into a message (:meth:`describe`).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +31,9 @@ except ImportError:  # pragma: no cover - the test extras install it
     psycopg = None  # type: ignore[assignment]
 
 POOL_SIZE = 8
+# Connections that hold session locks (a chain's writer from its head read through the PUT to the insert):
+# as many as a node writes chains at once, which its S3 pool bounds.
+HOLD_POOL_SIZE = 32
 CONNECT_TIMEOUT_S = 10.0
 # A statement that runs longer is cancelled: nothing nvr asks should, and a hung one would hold a pool slot.
 STATEMENT_TIMEOUT_MS = 30_000
@@ -121,15 +126,21 @@ class PostgresEngine(Engine):
                                   "application_name": "nvr"}
         if password is not None:
             kwargs["password"] = password
+        self._kwargs = kwargs
         # check: a connection the server dropped (restarted, failed over) is replaced before it is handed out,
         # so an outage ends with the server's return rather than with one failed call per pooled connection.
         self._pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=pool_size, kwargs=kwargs,
                                                  open=False, timeout=CONNECT_TIMEOUT_S, name="nvr-index",
                                                  check=psycopg_pool.ConnectionPool.check_connection)
+        self._holds = psycopg_pool.ConnectionPool(url, min_size=0, max_size=HOLD_POOL_SIZE, kwargs=kwargs,
+                                                  open=False, timeout=CONNECT_TIMEOUT_S, name="nvr-index-holds",
+                                                  check=psycopg_pool.ConnectionPool.check_connection)
         try:
             self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            self._holds.open(wait=False)
         except psycopg_pool.PoolTimeout as e:
             self._pool.close()
+            self._holds.close()
             raise IndexUnavailable(f"the index {self._where} does not answer within {CONNECT_TIMEOUT_S:g} s "
                                    "(is the server up, and are the user and password right?)") from e
 
@@ -149,5 +160,38 @@ class PostgresEngine(Engine):
     _open_write = _open
     _open_read = _open
 
+    @contextmanager
+    def hold(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+        # A connection lost while held loses the lock with it; the writes it guarded still check the chain
+        # head in their own transaction, so the worst is a refused insert, never a fork.
+        try:
+            with self._holds.connection() as conn:
+                fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+                got = conn.execute(f"SELECT {fn}(hashtextextended(%s, 1))", (name,)).fetchone()
+                held = wait or bool(got and got[0])
+                try:
+                    yield held
+                finally:
+                    if held and not conn.closed:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", (name,))
+        except psycopg.Error as e:
+            raise _translate(e, self._where) from e
+        except psycopg_pool.PoolTimeout as e:
+            raise _translate(e, self._where) from e
+
+    def listen(self, channel: str, on_notify: Callable[[str], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.url, **self._kwargs) as conn:
+                    conn.execute(f"LISTEN {channel}")
+                    on_notify("")  # (re)connected: whatever was said meanwhile was missed, so look now
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            on_notify(note.payload)
+            except psycopg.Error:
+                stop.wait(2.0)  # the server is away; the node's heartbeat says so, this only retries
+
     def close(self) -> None:
+        self._holds.close()
         self._pool.close()

@@ -9,6 +9,7 @@ from typing import Any
 from nvr.base.times import now_ms
 from storage.errors import IndexError_
 from storage.index._engine import Engine
+from storage.index.cluster import sync_lease_in
 
 
 class CatalogTables:
@@ -76,9 +77,13 @@ class CatalogTables:
                 "updated_ms = excluded.updated_ms, deleted_ms = NULL",
                 (camera_id, json.dumps(dict(config), sort_keys=True), source, config_hash, now, now),
             )
+            sync_lease_in(tx, camera_id, config)
 
     def delete_camera(self, camera_id: str) -> bool:
         now = now_ms()
         with self._engine.write() as tx:
-            return tx.execute("UPDATE cameras SET deleted_ms = ?, updated_ms = ? WHERE id = ? AND deleted_ms IS NULL",
-                              (now, now, camera_id)) > 0
+            deleted = tx.execute("UPDATE cameras SET deleted_ms = ?, updated_ms = ? WHERE id = ? AND deleted_ms IS NULL",
+                                 (now, now, camera_id)) > 0
+            if deleted:
+                sync_lease_in(tx, camera_id, None)
+            return deleted

@@ -11,6 +11,7 @@ from nvr.base.times import now_ms, parse_rfc3339
 from storage.errors import IndexError_
 from storage.index._engine import Engine, Row, Tx
 from storage.index._migrations import derived_columns
+from storage.index.cluster import Fenced, fence_problem_in
 from storage.ledger import GENESIS, ChainHead, canonical_json, record_hash
 
 
@@ -181,11 +182,12 @@ class SegmentTables:
     # ------------------------------------------------------------------ segments
 
     def insert_segment(self, record: Mapping[str, Any], *, version_id: str | None,
-                       skeleton: bytes | None = None) -> SegmentRow:
+                       skeleton: bytes | None = None, fence_skew_ms: int = 0) -> SegmentRow:
         """Store a segment's ledger record and index row (and its skeleton) in one transaction; a repeat is a no-op.
 
         Refuses a record that does not extend the camera's chain head (someone
-        else wrote the same seq with different content).
+        else wrote the same seq with different content), and one recorded under a
+        lease epoch that forbids it (:class:`Fenced`, ``storage.index.cluster``).
         """
         camera, seq = record["camera"], record["seq"]
         rhash = record_hash(record)
@@ -197,6 +199,8 @@ class SegmentTables:
                 if existing != rhash:
                     raise IndexError_(f"{sid}: ledger already holds a different record for this seq")
             else:
+                if (problem := fence_problem_in(tx, record, fence_skew_ms)) is not None:
+                    raise Fenced(problem)
                 append_in(tx, record, rhash)
                 values = segment_values(record, rhash, version_id=version_id)
                 tx.execute(INSERT_SEGMENT, values)

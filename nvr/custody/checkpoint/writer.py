@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from nvr.base.errors import Kind
 from nvr.base.events import EventSink, no_event
@@ -69,6 +70,9 @@ class CheckpointWriter:
         self._refused: dict[str, str] = {}  # camera -> last refusal message (audited once)
         self._task: asyncio.Task | None = None
         self._round = asyncio.Condition()
+        # In a cluster: which of the chains this node signs (those it records, ingested or sweeps);
+        # the others are signed by their own nodes.
+        self.select: Callable[[list[str]], Awaitable[list[str]]] | None = None
 
     async def start(self) -> None:
         """Publish the public keys (best effort) and start the signing loop."""
@@ -133,7 +137,10 @@ class CheckpointWriter:
         """Sign every camera whose head moved since its last checkpoint; returns the new checkpoints."""
         written: list[Checkpoint] = []
         try:
-            for camera in await asyncio.to_thread(self.index.ledger_cameras):
+            cameras = await asyncio.to_thread(self.index.ledger_cameras)
+            if self.select is not None:
+                cameras = await self.select(cameras)
+            for camera in cameras:
                 try:
                     cp = await self._write(camera)
                 except CheckpointRefused:
