@@ -80,6 +80,23 @@ def render_metrics(src: MetricsSources) -> str:
         metric("nvr_alarms", "gauge", "Alarms /healthz reports now (0: healthy)", [({}, float(len(status["alarms"])))])
         metric("nvr_checkpoints_failing", "gauge", "1 while checkpoints are refused or can't be written",
                [({}, 1.0 if status.get("checkpoints", {}).get("alarm") else 0.0)])
+        if (cl := status.get("cluster")) is not None:
+            counters = cl["counters"]
+            metric("nvr_cluster_leases", "gauge", "Camera leases this node holds", [({}, float(len(cl["cameras"])))])
+            metric("nvr_cluster_nodes_live", "gauge", "Nodes up and heartbeating, as this node last saw",
+                   [({}, float(cl["live_nodes"]))])
+            metric("nvr_cluster_renewing", "gauge", "1 while this node renews its leases, 0 while it can't",
+                   [({}, 0.0 if cl["problem"] else 1.0)])
+            metric("nvr_cluster_retention_sweeper", "gauge", "1 while this node holds the retention sweep's lease",
+                   [({}, 1.0 if cl["retention_sweeper"] else 0.0)])
+            for name, key, text in (
+                    ("nvr_cluster_claims_total", "claims", "Camera leases this node claimed since start"),
+                    ("nvr_cluster_handovers_total", "handovers", "Claims of a camera another node held before"),
+                    ("nvr_cluster_releases_total", "releases", "Camera leases released to rebalance or at stop"),
+                    ("nvr_cluster_lease_losses_total", "losses", "Leases lost (not renewed in time, disabled, "
+                                                                 "taken over) since start"),
+                    ("nvr_cluster_renew_failures_total", "renew_failures", "Lease renewals that failed")):
+                metric(name, "counter", text, [({}, float(counters.get(key, 0)))])
     states = Counter(st.state for st in src.recorders.statuses().values())
     for cam in src.cameras.all():
         if not cam.enabled:

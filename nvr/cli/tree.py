@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from nvr import __version__
-from nvr.cli import custody, exits, footage, indexcmd, keys, retention, serve, tokens
+from nvr.cli import cluster, custody, exits, footage, indexcmd, keys, retention, serve, tokens
 from nvr.cli.context import Context
 
 Handler = Callable[[argparse.Namespace, Context], Awaitable[int]]
@@ -122,6 +122,10 @@ COMMANDS: tuple[Command, ...] = (
                              "else $NVR_INDEX_PASSWORD)"),
                     arg("--json", action="store_true", help="print the rows copied as JSON"),
                 )),
+    )),
+    Command("cluster", "the recording cluster's nodes, cameras and leases", sub=(
+        Command("status", "every node, its cameras with lease epochs and ages, the job leases, signing keys",
+                cluster.status, (arg("--json", action="store_true", help="print the status as JSON"),)),
     )),
     Command("check-config", "validate the config and print a summary", serve.check_config),
 )

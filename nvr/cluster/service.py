@@ -91,6 +91,8 @@ class ClusterService:
         self.kek_problem: str | None = None
         self.counters: Counter[str] = Counter()  # claims, handovers, releases, losses, renew failures
         self.last_tick_ms: int | None = None
+        self.live_nodes = 0  # nodes up and heartbeating, as of the last round
+        self.enabled_cameras = 0
         self._wake = asyncio.Event()
         self._stamp: tuple | None = None
         self._renewing: asyncio.Future | None = None
@@ -320,6 +322,7 @@ class ClusterService:
         s = self.settings
         live = await asyncio.to_thread(self.index.cluster.live_capacity, s.ttl_ms)
         enabled = await asyncio.to_thread(self.index.cluster.enabled_count)
+        self.live_nodes, self.enabled_cameras = len(live), enabled
         target = fair_share(enabled, live, s.node_id) if self.kek_problem is None else 0
         if len(self.held) < target:
             claimed = await asyncio.to_thread(self.index.cluster.claim, node_id=s.node_id, ttl_ms=s.ttl_ms,
@@ -389,7 +392,8 @@ class ClusterService:
         return {
             "node": self.settings.node_id, "instance": self.instance, "address": self.settings.address,
             "lease_ttl_seconds": self.settings.ttl, "cameras": sorted(self.held),
-            "retention_sweeper": self.sweeper, "problem": self.problem,
+            "retention_sweeper": self.sweeper, "problem": self.problem, "live_nodes": self.live_nodes,
+            "enabled_cameras": self.enabled_cameras,
             "last_heartbeat": ms_to_rfc3339(self.last_tick_ms) if self.last_tick_ms else None,
             "counters": dict(self.counters),
         }

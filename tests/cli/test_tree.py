@@ -17,9 +17,9 @@ from nvr.cli.tree import COMMANDS, Command, build_parser
 from storage.errors import IntegrityError
 
 TOP = ["serve", "segments", "fetch", "keys", "token", "verify", "verify-bundle", "reindex", "retention",
-       "index", "check-config"]
+       "index", "cluster", "check-config"]
 LEAVES = {"serve", "segments", "fetch", "keys", "token create", "token revoke", "token list", "verify",
-          "verify-bundle", "reindex", "retention run", "retention preview", "index status", "index migrate",
+          "verify-bundle", "reindex", "retention run", "retention preview", "index status", "index migrate", "cluster status",
           "check-config"}
 
 
@@ -45,7 +45,7 @@ def test_every_command_is_in_help(capsys):
     for c in COMMANDS:
         assert f"    {c.name} " in out and c.help in flat
     assert "exit status: 0 ok" in flat and "3 stored data does not match the ledger" in flat
-    for group in ("token", "retention", "index"):
+    for group in ("token", "retention", "index", "cluster"):
         with pytest.raises(SystemExit):
             build_parser().parse_args([group, "--help"])
         sub = next(c for c in COMMANDS if c.name == group).sub

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from nvr.base.errors import NotFound
 from nvr.base.ids import segment_id
-from nvr.base.times import ms_to_rfc3339
+from nvr.base.times import ms_to_rfc3339, parse_rfc3339
 from nvr.custody.checkpoint import (
     CHECK_MISMATCH,
     CHECK_ROLLBACK,
@@ -184,6 +184,10 @@ async def _verify_camera(store: ObjectStore, index: Index, keyring: Keyring, cam
             problems.append(Problem(camera, CHECK_MISMATCH, f"checkpoint {latest.seq} attests another record than "
                                                             f"the index holds at seq {latest.seq}", latest.seq))
 
+    if records:
+        epochs = await asyncio.to_thread(index.cluster.epochs, camera)
+        problems += epoch_problems(camera, records, {e: n for e, n, _, _ in epochs})
+
     # Objects of the segments that should still exist.
     sem = asyncio.Semaphore(concurrency)
     objects: dict[int, ObjectCheck] = {}
@@ -216,6 +220,37 @@ async def _verify_camera(store: ObjectStore, index: Index, keyring: Keyring, cam
         checkpoints=tuple(cps.valid[s] for s in sorted(cps.valid) if span_from <= s <= span_to),
     )
     return report, evidence
+
+
+# Segments recorded by two nodes may touch at a handover, never overlap by more than the clock skew allowed.
+OVERLAP_TOLERANCE_MS = 2_000
+CHECK_EPOCH = "lease_epoch"
+
+
+def epoch_problems(camera: str, records: Mapping[int, Mapping[str, Any] | None],
+                   epochs: Mapping[int, str]) -> list[Problem]:
+    """The cluster's chain rule (docs/cluster.md): each record's lease epoch was its node's, and footage
+    recorded under different epochs never overlaps in time (records sit in arrival order, placed by time)."""
+    out = []
+    placed = []
+    for seq, rec in sorted(records.items()):
+        if rec is None or rec.get("type") != "segment" or "epoch" not in rec:
+            continue
+        epoch, node = rec.get("epoch"), rec.get("node")
+        if epochs.get(epoch) != node:
+            out.append(Problem(camera, CHECK_EPOCH, f"record {seq} names lease epoch {epoch} of node {node}, but "
+                                                    f"the index granted that epoch to {epochs.get(epoch)}", seq))
+        try:
+            placed.append((parse_rfc3339(rec["start"]), parse_rfc3339(rec["end"]), epoch, seq))
+        except (KeyError, TypeError, ValueError):
+            continue
+    placed.sort()
+    for (_, end_a, ep_a, seq_a), (start_b, _, ep_b, seq_b) in zip(placed, placed[1:], strict=False):
+        if ep_a != ep_b and end_a - start_b > OVERLAP_TOLERANCE_MS:
+            out.append(Problem(camera, CHECK_EPOCH, f"records {seq_a} (epoch {ep_a}) and {seq_b} (epoch {ep_b}) "
+                                                    f"overlap by {(end_a - start_b) / 1000:.1f} s: two nodes recorded "
+                                                    "the camera at once", seq_b))
+    return out
 
 
 async def verify_range(store: ObjectStore, index: Index, keyring: Keyring, camera: str, start_ms: int, end_ms: int,
