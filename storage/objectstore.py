@@ -159,9 +159,15 @@ class ObjectStore:
     def ensure_bucket(self) -> None:
         """Create the bucket (with object lock when configured) if it is missing; check lock otherwise."""
         if not self.client.bucket_exists(self.bucket):
-            self.client.make_bucket(self.bucket, object_lock=self.object_lock)
-            log.info("created bucket %s%s", self.bucket, " with object lock" if self.object_lock else "")
-            return
+            try:
+                self.client.make_bucket(self.bucket, object_lock=self.object_lock)
+            except S3Error as e:
+                if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+                # Another node of the cluster created it a moment ago; its settings are checked below.
+            else:
+                log.info("created bucket %s%s", self.bucket, " with object lock" if self.object_lock else "")
+                return
         if self.object_lock:
             try:
                 self.client.get_object_lock_config(self.bucket)

@@ -143,6 +143,16 @@ class Spool:
         with open(d / pick(names), encoding="utf-8") as f:
             return ClosedSegment(**json.load(f))
 
+    def run_end_ms(self, camera: str, run: str) -> int | None:
+        """Where the run's last ticketed segment still in the spool ends."""
+        d = self.root / camera
+        names = [n for n in os.listdir(d) if (m := TICKET_RE.match(n)) and m["stem"].startswith(run)] \
+            if d.is_dir() else []
+        if not names:
+            return None
+        with open(d / max(names, key=lambda n: TICKET_RE.match(n)["stem"]), encoding="utf-8") as f:
+            return json.load(f)["end_ms"]
+
     def remove(self, seg: ClosedSegment) -> None:
         """Drop a segment from the spool: the file first, the ticket last (a ticket alone is harmless)."""
         d = self.root / seg.camera

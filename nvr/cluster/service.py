@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -78,11 +80,12 @@ class ClusterService:
         self.settings = settings
         self.keyring = keyring
         self.store = store
-        self.on_event = on_event
+        self._on_event = on_event
+        self._events: set[asyncio.Task] = set()
         self.on_change = on_change or (lambda: None)
         self.on_catalog_change = on_catalog_change
         self.registry: CameraRegistry | None = None
-        self.keys = KeySync(index, store, keyring, settings.node_id, on_event)
+        self.keys = KeySync(index, store, keyring, settings.node_id, self.on_event)
         self.instance = uuid.uuid4().hex
         self.trust = TrustWindow(settings.ttl, settings.margin)
         self.held: dict[str, int] = {}  # camera → epoch of the leases this node holds
@@ -97,10 +100,55 @@ class ClusterService:
         self._stamp: tuple | None = None
         self._renewing: asyncio.Future | None = None
         self._listen_stop = threading.Event()
+        self._guard_stop = threading.Event()
         self._listener: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._joined = False
         self._to_sign: set[str] = set()
+
+    async def on_event(self, action: str, target: str, detail: dict[str, Any]) -> None:
+        """Audit in the background: an audit write that waits (the index slow, its lock held by a node cut
+        off mid-transaction) must never hold up a renewal or a stop the trust window demands."""
+        task = asyncio.create_task(self._on_event(action, target, detail), name=f"cluster-audit:{action}")
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    def start_guard(self) -> None:
+        """A thread that interrupts every ffmpeg at the trust window's end, whatever the event loop is doing.
+
+        The loop's own enforcement (:meth:`watchdog`) closes the recorders properly; this is the
+        bound when the loop or its executor is stuck behind an index that doesn't answer. SIGINT
+        makes ffmpeg finish its segment and exit; the recorders' gates keep new runs from starting.
+        """
+        self._guard_stop.clear()
+
+        def body() -> None:
+            signalled: set[int] = set()
+            while not self._guard_stop.wait(0.1):
+                if self.trust.trusted(time.monotonic()):
+                    signalled.clear()
+                    continue
+                if self.registry is None:
+                    continue
+                for pid in self.registry.supervisor.pids():
+                    if pid not in signalled:
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(pid, signal.SIGINT)
+                        signalled.add(pid)
+
+        threading.Thread(target=body, name="nvr-trust-guard", daemon=True).start()
+
+    async def stop_guard(self) -> None:
+        self._guard_stop.set()
+
+    async def watchdog(self) -> None:
+        """Stop every recorder at the trust window's end even while a round is stuck (owned like the loop)."""
+        while True:
+            deadline = self.trust.deadline()
+            now = time.monotonic()
+            if self.held and deadline is not None and now >= deadline:
+                await self._enforce_trust()
+            await asyncio.sleep(min(0.25, max(0.01, deadline - now)) if deadline is not None else 0.25)
 
     def holds(self, camera: str) -> int | None:
         """The epoch under which this node may record ``camera`` now, None when it may not."""

@@ -143,6 +143,7 @@ class CameraRecorder:
         self._grace: float | None = None  # a stop's grace shorter than the configured one
         # In a cluster: the lease epoch this recorder records under (every run and segment names it).
         self.epoch: int | None = None
+        self.gate: Callable[[], bool] | None = None  # in a cluster: may a new ffmpeg run start now?
         self._restart_reason: str | None = None
         self._progress = time.monotonic()
         self._created_ms = now_ms()
@@ -210,6 +211,11 @@ class CameraRecorder:
         cam = self.camera.id
         try:
             while not self._stop.is_set():
+                if self.gate is not None and not self.gate():
+                    # In a cluster: no new ffmpeg run while the lease isn't trusted (its owner stops us soon).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), 0.2)
+                    continue
                 started = time.monotonic()
                 segments_before = self.status.segments
                 try:

@@ -48,8 +48,14 @@ async def recover_camera(
     floor: Callable[[str], Awaitable[int | None]],
     on_segment: Callable[[ClosedSegment], Awaitable[None]],
     on_event: EventFn,
+    run_floor: Callable[[str, str], Awaitable[int | None]] | None = None,
 ) -> list[ClosedSegment]:
-    """Ticket every untracked file of ``camera`` as a partial segment, oldest first."""
+    """Ticket every untracked file of ``camera`` as a partial segment, oldest first.
+
+    In a cluster (the run recorded under a lease epoch) the camera's footage may go on on another
+    node, so a file is placed after its own run's previous segment (``run_floor``), never after
+    what another node recorded since.
+    """
     recovered = []
     for path in await asyncio.to_thread(spool.untracked_files, camera):
         m = SEGMENT_RE.match(path.name)
@@ -68,12 +74,13 @@ async def recover_camera(
             # Unreadable media is still evidence of what the camera sent: keep the bytes, zero duration.
             log.warning("camera %s: %s holds no readable media; stored as a zero-length partial", camera, path.name)
             seconds = 0.0
+        epoch = await asyncio.to_thread(spool.run_epoch, camera, m["run"])  # a cluster's lease of that run
+        floor_ms = await (run_floor(camera, m["run"]) if epoch is not None and run_floor else floor(camera))
         start, end = place_partial(
-            n=int(m["n"]), run_start_ms=int(m["run"][1:]), floor_ms=await floor(camera),
+            n=int(m["n"]), run_start_ms=int(m["run"][1:]), floor_ms=floor_ms,
             mtime_ms=st.st_mtime_ns // 1_000_000, duration_ms=round(seconds * 1000),
         )
         # Placed by the file's last write and the media it holds, whatever timed the frames.
-        epoch = await asyncio.to_thread(spool.run_epoch, camera, m["run"])  # a cluster's lease of that run
         seg = closed_now(camera, path.name, start, end, partial=True, clock="write-time", epoch=epoch)
         await asyncio.to_thread(spool.write_ticket, seg)
         log.info("camera %s: recovered partial segment %s (%s, %.1f s)", camera, path.name, ms_to_rfc3339(start), seconds)

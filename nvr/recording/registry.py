@@ -65,7 +65,12 @@ class CameraRegistry:
         if self.leased is None:
             self.supervisor.start(cam)
         elif (epoch := self.leased(cam.id)) is not None:
-            self.supervisor.start(cam, epoch=epoch)
+            self.supervisor.start(cam, epoch=epoch, gate=self._gate(cam.id, epoch))
+
+    def _gate(self, camera_id: str, epoch: int) -> Callable[[], bool]:
+        leased = self.leased
+        assert leased is not None
+        return lambda: leased(camera_id) == epoch
 
     async def record(self, camera_id: str, epoch: int) -> bool:
         """Cluster: this node now holds ``camera_id``'s lease under ``epoch``; record it (False: not enabled)."""
@@ -78,7 +83,7 @@ class CameraRegistry:
                 return True
             if camera_id in now:
                 await self.supervisor.stop(camera_id)
-            self.supervisor.start(cam, epoch=epoch)
+            self.supervisor.start(cam, epoch=epoch, gate=self._gate(camera_id, epoch))
             return True
 
     async def unrecord(self, camera_id: str, *, grace: float | None = None) -> None:

@@ -22,22 +22,28 @@ class RecorderSupervisor:
         self.restarts = 0  # recorder tasks that ended unasked and were started again
         self._stopping = False
 
-    def start(self, camera: CameraConfig, *, epoch: int | None = None) -> None:
-        """Record ``camera`` (in a cluster, under its lease ``epoch``)."""
+    def start(self, camera: CameraConfig, *, epoch: int | None = None,
+              gate: Callable[[], bool] | None = None) -> None:
+        """Record ``camera`` (in a cluster, under its lease ``epoch``, starting ffmpeg only while ``gate()``)."""
         if camera.id in self._tasks:
             raise RuntimeError(f"camera {camera.id} is already recording")
         rec = self.factory(camera)
-        rec.epoch = epoch
+        rec.epoch, rec.gate = epoch, gate
         self._recorders[camera.id] = rec
         task = asyncio.create_task(rec.run(), name=f"recorder:{camera.id}")
         self._tasks[camera.id] = task
-        task.add_done_callback(lambda t, cam=camera: self._ended(cam, t, epoch))
+        task.add_done_callback(lambda t, cam=camera: self._ended(cam, t, epoch, gate))
+
+    def pids(self) -> list[int]:
+        """The ffmpeg processes recording now (read from any thread: the trust guard's)."""
+        return [pid for rec in list(self._recorders.values()) if (pid := rec.status.pid) is not None]
 
     def recording(self) -> dict[str, int | None]:
         """The cameras recording now, with the epoch each records under."""
         return {cid: rec.epoch for cid, rec in self._recorders.items()}
 
-    def _ended(self, camera: CameraConfig, task: asyncio.Task, epoch: int | None) -> None:
+    def _ended(self, camera: CameraConfig, task: asyncio.Task, epoch: int | None,
+               gate: Callable[[], bool] | None) -> None:
         """A recorder ends only when stopped; one that ended otherwise is reported and started again."""
         if self._stopping or self._tasks.get(camera.id) is not task:
             return  # stopped (or replaced) on purpose
@@ -46,7 +52,7 @@ class RecorderSupervisor:
         self.restarts += 1
         del self._tasks[camera.id]
         self._recorders.pop(camera.id, None)
-        self.start(camera, epoch=epoch)
+        self.start(camera, epoch=epoch, gate=gate)
 
     async def stop(self, camera_id: str, *, grace: float | None = None) -> None:
         """Finish the camera's current segment and stop its recorder (ffmpeg given ``grace`` seconds)."""

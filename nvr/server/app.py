@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -127,6 +128,14 @@ class NvrServer:
         ends = [e for e in (indexed, waiting.end_ms if waiting else None) if e is not None]
         return max(ends) if ends else None
 
+    async def _run_floor(self, camera: str, run: str) -> int | None:
+        """Where a run's next segment may start: after the run's own last segment, indexed or spooled."""
+        assert self.backend is not None
+        indexed = await asyncio.to_thread(self.backend.index.run_end_ms, camera, run, int(run[1:]))
+        waiting = await asyncio.to_thread(self.spool.run_end_ms, camera, run)
+        ends = [e for e in (indexed, waiting) if e is not None]
+        return max(ends) if ends else None
+
     async def _segment_closed(self, seg: ClosedSegment) -> None:
         assert self.ingest is not None
         self.ingest.notify(seg.camera)
@@ -152,7 +161,7 @@ class NvrServer:
     async def _recover(self, camera: str) -> None:
         await recover_camera(
             camera, spool=self.spool, ffmpeg=self.ffmpeg, floor=self._floor,
-            on_segment=self._segment_closed, on_event=self._event,
+            on_segment=self._segment_closed, on_event=self._event, run_floor=self._run_floor,
         )
 
     def _make_recorder(self, camera: CameraConfig) -> CameraRecorder:
@@ -192,6 +201,9 @@ class NvrServer:
         cfg, stack = self.cfg, self._stack
         # Everything nvr and its children write (spool footage, the index, exports) is private.
         os.umask(0o077)
+        # The index's calls run here (asyncio.to_thread): bounded, and wide enough that calls waiting on
+        # an index that doesn't answer (10 s to give up) leave room for the rest.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32, thread_name_prefix="nvr-io"))
         log.info("nvr %s starting: data dir %s, %d camera(s)", __version__, cfg.data_dir, len(cfg.cameras))
         self.backend = backend = await open_backend(cfg, stack, may_attach=False, create_keys=True,
                                                     check_bucket=False)
@@ -298,6 +310,9 @@ class NvrServer:
         self._stack.push_async_callback(cl.stop_listening)  # the listener thread ends within a second
         owner.spawn("listen", cl.listen_forever, initial=1.0, maximum=10.0)
         owner.spawn("leases", cl.run, initial=0.2, maximum=cl.settings.interval)
+        owner.spawn("trust-watchdog", cl.watchdog, initial=0.1, maximum=1.0)
+        cl.start_guard()
+        self._stack.push_async_callback(cl.stop_guard)
 
     async def _catalog_changed(self) -> None:
         """Another node changed cameras or retention rules: take them up."""

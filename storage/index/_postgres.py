@@ -37,6 +37,9 @@ HOLD_POOL_SIZE = 32
 CONNECT_TIMEOUT_S = 10.0
 # A statement that runs longer is cancelled: nothing nvr asks should, and a hung one would hold a pool slot.
 STATEMENT_TIMEOUT_MS = 30_000
+# A session that sits in an open transaction this long is ended by the server: a node whose network died
+# mid-transaction would otherwise hold its locks (the audit log's, a chain's) for every node, for ever.
+IDLE_IN_TRANSACTION_MS = 5_000
 
 _PLACEHOLDER = re.compile(r"'[^']*'|\?|%")
 
@@ -122,7 +125,8 @@ class PostgresEngine(Engine):
         # A URL without a password is shown as it is (the config refuses one with a password).
         self._where = redact_url(url) if psycopg.conninfo.conninfo_to_dict(url).get("password") else url
         kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT_S),
-                                  "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                                  "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                                             f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
                                   "application_name": "nvr"}
         if password is not None:
             kwargs["password"] = password

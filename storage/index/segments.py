@@ -266,6 +266,11 @@ class SegmentTables:
     def last_end_ms(self, camera: str) -> int | None:
         return self._engine.scalar("SELECT MAX(end_ms) FROM segments WHERE camera = ?", (camera,))
 
+    def run_end_ms(self, camera: str, run: str, since_ms: int) -> int | None:
+        """Where an ffmpeg run's last indexed segment ended (its object keys name the run; it began at ``since_ms``)."""
+        return self._engine.scalar("SELECT MAX(end_ms) FROM segments WHERE camera = ? AND start_ms >= ? AND "
+                                   "object_key LIKE ?", (camera, since_ms, f"%_{run}-%"))
+
     def last_object_key(self, camera: str) -> str | None:
         """The object key of the camera's newest segment (keys sort by time)."""
         return self._engine.scalar("SELECT MAX(object_key) FROM segments WHERE camera = ?", (camera,))
