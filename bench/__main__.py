@@ -1,7 +1,7 @@
 """``python -m bench <name> [--quick|--full]``: run one measurement, or ``all`` of them.
 
 Names: recording (1), cameras (2), ingest (3), peer (4), retrieval (5),
-index (6), index-ingest (6), retention (7), faults (8), all; ``plots`` redraws the PNGs from the saved
+index (6), index-ingest (6), retention (7), faults (8), cluster (9), all; ``plots`` redraws the PNGs from the saved
 results and ``table`` prints the results table (Markdown) of the last runs.
 """
 
@@ -26,6 +26,8 @@ MEASUREMENTS = {
     "retention": ("bench.retention", "7. retention deletions ÷ raw S3 multi-delete"),
     "cameras": ("bench.cameras", "2. cameras per node: largest count held with zero loss"),
     "faults": ("bench.faults", "8. footage lost per kill -9 (÷ without fragment flush), Ctrl-C of the demo"),
+    "cluster": ("bench.cluster", "9. cluster: failover time per camera over kill -9s; control-plane cost at 1,000 "
+                                 "cameras × 10 nodes"),
 }
 
 

@@ -21,8 +21,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nvr.base",),
     ("nvr.config",),
     ("storage",),
-    ("nvr.playback", "nvr.ingest", "nvr.recording", "retention", "nvr.custody", "nvr.cluster"),
-    ("nvr.api",),
+    ("nvr.playback", "nvr.ingest", "nvr.recording", "retention", "nvr.custody", "nvr.cluster", "nvr.live"),
+    ("nvr.api", "nvr.console"),
     ("nvr.server",),
     ("nvr.cli",),
 )
@@ -31,6 +31,7 @@ STAGE_USES = {
     "nvr.custody": {"nvr.playback"},  # an export's stitched clip is the playback clip
     # A node's leases start and stop its recorders; it enrolls its checkpoint-signing keys.
     "nvr.cluster": {"nvr.recording", "nvr.custody"},
+    "nvr.live": {"nvr.playback"},  # a live init segment is HLS's (the same codec-change rule)
 }
 # Package roots that hold no code of their own layer (only the version string).
 NEUTRAL = {"nvr"}

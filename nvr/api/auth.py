@@ -119,6 +119,17 @@ async def token_created_ms(index: Index, name: str) -> int | None:
     return next((created for n, _, _, created, revoked in tokens if n == name and revoked is None), None)
 
 
+async def new_url_token(request: web.Request, who: Principal, camera: str, start: int, end: int) -> tuple[str, Grant]:
+    """A URL token for ``camera`` over ``[start, end)``, signed for ``who`` (a playback or live link)."""
+    created = await token_created_ms(request.app[INDEX], who.name)
+    if created is None:  # revoked since this request was authorized
+        raise Unauthenticated(f"token {who.name!r} was revoked", "revoked")
+    signer = request.app[URL_SIGNER]
+    grant = signer.grant(signer=who.name, signer_created_ms=created, camera=camera, start_ms=start, end_ms=end,
+                         now_ms=now_ms())
+    return signer.sign(grant), grant
+
+
 def require(principal: Principal, role: str) -> None:
     if not principal.has(role):
         raise Problem(403, f"this needs the {role} role; token {principal.name!r} has {principal.role}")

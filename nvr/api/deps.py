@@ -20,6 +20,7 @@ from nvr.api.metrics import MetricsSources
 from nvr.api.urltokens import UrlSigner
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService
+from nvr.live.hub import LiveHub
 from nvr.playback.clip import SegmentReader
 from nvr.recording.registry import CameraRegistry
 from nvr.recording.supervisor import RecorderSupervisor
@@ -64,6 +65,8 @@ class Services:
     # Signs the URL tokens players carry (``nvr.api.urltokens``); the server's is kept in its data dir,
     # without one links live as long as the process.
     url_signer: UrlSigner = field(default_factory=UrlSigner.ephemeral)
+    live: LiveHub | None = None  # the server's live feeds; without one, the API makes its own
+    live_limit: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit("live viewers", 0, 0))
 
 
 INDEX = web.AppKey("nvr.index", Index)
@@ -81,6 +84,8 @@ RETENTION = web.AppKey("nvr.retention", RetentionService)
 EXPORTS = web.AppKey("nvr.exports", ExportService)
 CHECKPOINTS = web.AppKey("nvr.checkpoints", CheckpointWriter)
 URL_SIGNER = web.AppKey("nvr.url_signer", UrlSigner)
+LIVE = web.AppKey("nvr.live", LiveHub)
+LIVE_LIMIT = web.AppKey("nvr.live_limit", ConcurrencyLimit)
 
 
 def install(app: web.Application, s: Services) -> None:
@@ -89,4 +94,9 @@ def install(app: web.Application, s: Services) -> None:
     app[CAMERAS], app[RECORDERS], app[SPOOL] = s.cameras, s.recorders, s.spool
     app[READ_SEGMENT], app[STATUS], app[METRICS], app[CLIPS] = s.read_segment, s.status, s.metrics, s.clips
     app[RETENTION], app[EXPORTS], app[CHECKPOINTS] = s.retention, s.exports, s.checkpoints
-    app[URL_SIGNER] = s.url_signer
+    app[URL_SIGNER], app[LIVE_LIMIT] = s.url_signer, s.live_limit
+    if s.live is not None:
+        app[LIVE] = s.live
+    else:  # an API built on its own (tests): its hub lives and ends with the app
+        hub = app[LIVE] = LiveHub(s.spool, wall_start=s.recorders.segment_start)
+        app.on_cleanup.append(lambda _: hub.close())

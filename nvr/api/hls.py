@@ -32,8 +32,8 @@ from typing import Any
 
 from aiohttp import web
 
-from nvr.api.auth import Principal, Unauthenticated, principal_of, token_created_ms, url_grant
-from nvr.api.deps import AUDIT, INDEX, URL_SIGNER
+from nvr.api.auth import new_url_token, principal_of, url_grant
+from nvr.api.deps import AUDIT, INDEX
 from nvr.api.footage import read_verified
 from nvr.api.problem import Problem
 from nvr.api.shared import client_of, json_reply, not_modified, visible_camera, visible_segment
@@ -58,7 +58,7 @@ from nvr.base.errors import InvalidInput, NotFound
 from nvr.base.ids import parse_segment_id, segment_id
 from nvr.base.mp4 import Mp4Error, PlacedSegment, Segment, parse_segment, parse_skeleton
 from nvr.base.timeline import is_gap
-from nvr.base.times import ms_to_rfc3339, now_ms, parse_time_ms
+from nvr.base.times import ms_to_rfc3339, parse_time_ms
 from nvr.playback.hls import (
     Playlist,
     config_key,
@@ -96,17 +96,6 @@ def _check_length(start: int, end: int) -> None:
                            f"{(end - start) / 3_600_000:g} h: split the range")
 
 
-async def _new_token(request: web.Request, who: Principal, camera: str, start: int, end: int) -> tuple[str, Grant]:
-    """A URL token for ``camera`` over the range, signed for ``who``."""
-    created = await token_created_ms(request.app[INDEX], who.name)
-    if created is None:  # revoked since this request was authorized
-        raise Unauthenticated(f"token {who.name!r} was revoked", "revoked")
-    signer = request.app[URL_SIGNER]
-    grant = signer.grant(signer=who.name, signer_created_ms=created, camera=camera, start_ms=start, end_ms=end,
-                         now_ms=now_ms())
-    return signer.sign(grant), grant
-
-
 def _outside(grant: Grant, what: str) -> Problem:
     return Problem(403, f"{what} is outside this link (camera {grant.camera}, {ms_to_rfc3339(grant.start_ms)} to "
                         f"{ms_to_rfc3339(grant.end_ms)})")
@@ -126,7 +115,7 @@ async def vod_link(request: web.Request) -> web.Response:
         raise InvalidInput("end must be after start", field="end")
     _check_length(start, end)
     who = principal_of(request)
-    token, grant = await _new_token(request, who, cid, start, end)
+    token, grant = await new_url_token(request, who, cid, start, end)
     await request.app[AUDIT].record("hls.link", cid, {
         "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "expires": ms_to_rfc3339(grant.expires_ms),
         "client": client_of(request)}, actor=who.actor)
@@ -160,7 +149,7 @@ async def vod_playlist(request: web.Request) -> web.Response:
     if grant is not None:
         token = request.query[URL_TOKEN]
     else:
-        token, grant = await _new_token(request, who, cid, start, end)
+        token, grant = await new_url_token(request, who, cid, start, end)
     text = playlist_text(playlist, token)
     if request.method != "HEAD":  # a HEAD hands out no link: nothing to audit
         await request.app[AUDIT].record("hls.playlist", cid, {

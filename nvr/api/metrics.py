@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from nvr.base.prometheus import Exposition, number
 from nvr.ingest.lanes import IngestService
 from nvr.ingest.pipeline import LATENCY_BUCKETS
+from nvr.live.hub import LiveHub
 from nvr.recording.registry import CameraRegistry
 from nvr.recording.spoolwatch import SpoolWatch
 from nvr.recording.supervisor import RecorderSupervisor
@@ -39,6 +40,7 @@ class MetricsSources:
     retention: RetentionService
     http: HttpMetrics
     status: Callable[[], dict] | None = None  # the server's status (its alarms), when there is a server
+    live: LiveHub | None = None
 
 
 def render_metrics(src: MetricsSources) -> str:
@@ -120,6 +122,8 @@ def render_metrics(src: MetricsSources) -> str:
     metric("nvr_http_request_seconds_total", "counter", "Time spent answering HTTP requests",
            [({"method": m, "route": r}, v) for (m, r), v in sorted(http.seconds.items())])
     src.retention.write_metrics(exp)
+    if src.live is not None:
+        src.live.write_metrics(exp)
     return exp.text()
 
 

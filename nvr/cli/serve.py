@@ -9,7 +9,7 @@ from nvr.base.redact import has_credentials
 from nvr.cli.context import Context
 from nvr.cli.exits import OK
 from nvr.recording.command import hidden_input
-from nvr.server.app import serve as run_server
+from nvr.server.run import serve as run_server
 
 
 async def serve(args: argparse.Namespace, ctx: Context) -> int:

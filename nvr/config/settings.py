@@ -46,6 +46,8 @@ class ServerConfig:
     clips: int = 8  # clips served at once, in total (0: no limit)
     clips_per_token: int = 2  # clips one token (or person) streams at once (0: no limit)
     link_ttl_seconds: float = 600.0  # a signed playback link's time to start playing (plus its range's length)
+    live_viewers: int = 200  # live sessions served at once, in total (0: no limit)
+    live_viewers_per_token: int = 32  # live sessions of one token (or person) at once: two walls of 16
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         clips=srv.count("clips", 8),
         clips_per_token=srv.count("clips_per_token", 2),
         link_ttl_seconds=srv.duration("link_ttl", 600.0, minimum=10.0, maximum=86400.0),
+        live_viewers=srv.count("live_viewers", 200),
+        live_viewers_per_token=srv.count("live_viewers_per_token", 32),
     )
     srv.finish()
 

@@ -13,9 +13,7 @@ import asyncio
 import collections
 import contextlib
 import csv
-import ctypes
 import logging
-import os
 import re
 import signal
 import time
@@ -30,8 +28,9 @@ from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.config.settings import CameraConfig, Config
 from nvr.recording.backoff import Backoff
 from nvr.recording.command import hidden_input, record_command
+from nvr.recording.process import die_with_parent, write_private
 from nvr.recording.runclock import RunClock
-from storage.spool import ClosedSegment, Spool, closed_now, run_id
+from storage.spool import SEGMENT_RE, ClosedSegment, Spool, closed_now, run_id
 
 log = logging.getLogger("nvr.recorder")
 
@@ -56,26 +55,6 @@ FRAME_TIMEOUT = 10.0
 LAST_LINE_WAIT = 3.0
 FLAP_COUNT = 3
 FLAP_WINDOW_MS = 10 * 60 * 1000
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
-    """Runs in the child before exec: ffmpeg gets SIGKILL if nvr dies, so no orphan writes into the spool."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _write_private(path, text: str) -> None:
-    """Write ``text`` to ``path``, mode 0600 from the first byte (it holds a camera's credentials)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
 
 @dataclass
 class CameraStatus:
@@ -153,6 +132,7 @@ class CameraRecorder:
         self._audio_unsupported = False  # the current run's ffmpeg said mp4 can't carry the audio
         self._transcode_audio = False  # learned once per recorder: audio goes to AAC
         self._last_segment_ms: int | None = None  # wall time of the last closed segment
+        self._next_file: tuple[str, int] | None = None  # (spool file being written, wall time of its start)
         self._last_outage_cause: str | None = None
         self._outages: collections.deque[int] = collections.deque(maxlen=FLAP_COUNT * 4)  # when each began
 
@@ -173,6 +153,10 @@ class CameraRecorder:
             self._grace = grace if self._grace is None else min(grace, self._grace)
         self._stop.set()
         self._kick.set()
+
+    def segment_start(self, file: str) -> int | None:
+        """The wall time (ms) where the spool file being written now starts, once the one before it closed."""
+        return self._next_file[1] if self._next_file is not None and self._next_file[0] == file else None
 
     def health(self, now: int | None = None) -> str | None:
         """Why this camera is not recording, or None while it is (or is being stopped on purpose).
@@ -267,7 +251,7 @@ class CameraRecorder:
         input_list = None
         if listed is not None:  # the URL's credentials go in a private file, not in ffmpeg's argv
             input_list = self.spool.camera_dir(cam) / ".input.ffconcat"
-            await asyncio.to_thread(_write_private, input_list, listed)
+            await asyncio.to_thread(write_private, input_list, listed)
         argv = record_command(
             self.ffmpeg, self.camera, pattern,
             segment_seconds=self.cfg.segment_seconds(self.camera), connect_timeout=timeout, input_list=input_list,
@@ -289,7 +273,7 @@ class CameraRecorder:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a terminal's Ctrl-C reaches nvr, which stops ffmpeg in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         except OSError as e:
             self.status.last_error = self.redact(f"can't start ffmpeg: {e}")
@@ -460,6 +444,8 @@ class CameraRecorder:
             log.error("camera %s: segment-list line names %r: %s", cam, self.redact(file), e)
             return
         await asyncio.to_thread(self.spool.write_ticket, seg)
+        if (m := SEGMENT_RE.match(file)) is not None:  # the next file of this run starts where this one ends
+            self._next_file = (f"{m['run']}-{int(m['n']) + 1:06d}.mp4", seg.end_ms)
         self._last_segment_ms = now_ms()
         self.status.segments += 1
         self.status.last_segment_end = ms_to_rfc3339(seg.end_ms)

@@ -79,6 +79,11 @@ class RecorderSupervisor:
         self._recorders.clear()
         self._tasks.clear()
 
+    def segment_start(self, camera_id: str, file: str) -> int | None:
+        """Where ``camera_id``'s spool file ``file`` starts on the wall clock, when its recorder knows."""
+        rec = self._recorders.get(camera_id)
+        return rec.segment_start(file) if rec else None
+
     def status(self, camera_id: str) -> CameraStatus | None:
         rec = self._recorders.get(camera_id)
         return rec.status if rec else None

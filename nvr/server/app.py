@@ -30,10 +30,8 @@ signs the last heads (bounded), storage closes and the embedded S3 stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -61,6 +59,7 @@ from nvr.custody.reindex import reindex, summarize
 from nvr.ingest.chaincheck import ChainCheck, bucket_cameras, check_camera
 from nvr.ingest.lanes import IngestService
 from nvr.ingest.pipeline import Ingestor, object_key
+from nvr.live.hub import LiveHub
 from nvr.recording.recorder import CameraRecorder
 from nvr.recording.recovery import recover_camera
 from nvr.recording.registry import CameraRegistry
@@ -114,6 +113,7 @@ class NvrServer:
         self.retention: RetentionService | None = None
         self.app: web.Application | None = None  # the API, once started
         self.url_signer: UrlSigner | None = None  # signs the API's URL tokens, from the data dir's secret
+        self.live: LiveHub | None = None
         self.ledger_ready = asyncio.Event()  # set once the gate let the ledger writers start
         self.tasks: list[TaskOwner] = []  # every owner of this server's long-lived tasks, in start order
         self._checkpoints_started = False
@@ -279,10 +279,12 @@ class NvrServer:
 
         self.url_signer = UrlSigner(await asyncio.to_thread(url_token_secret, cfg.data_dir / URL_TOKEN_KEY),
                                     ttl_ms=round(cfg.server.link_ttl_seconds * 1000))
+        self.live = LiveHub(self.spool, wall_start=self.recorders.segment_start, on_event=self._event)
         self.app = build_app(self._services())
         runner = web.AppRunner(self.app, access_log=None, **SERVER_OPTIONS)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
+        stack.push_async_callback(self.live.close)  # live sessions end first: the HTTP server then stops at once
         site = web.TCPSite(runner, cfg.server.listen_host, cfg.server.listen_port)
         await site.start()
         server = getattr(site, "_server", None)
@@ -399,13 +401,15 @@ class NvrServer:
             recorders=self.recorders, spool=self.spool, read_segment=self.read_segment, status=self.status,
             metrics=MetricsSources(ingest=self.ingest, spoolwatch=self.spoolwatch, recorders=self.recorders,
                                    cameras=self.cameras, retention=self.retention, http=self.metrics,
-                                   status=self.status),
+                                   status=self.status, live=self.live),
             clips=ClipSettings(tmp_dir=self.clip_tmp,
                                max_seconds=self.cfg.server.max_clip_seconds,
                                concurrency=ConcurrencyLimit("clips", self.cfg.server.clips,
                                                             self.cfg.server.clips_per_token)),
             retention=self.retention, exports=self.exports, checkpoints=self.checkpoints,
-            url_signer=self.url_signer,
+            url_signer=self.url_signer, live=self.live,
+            live_limit=ConcurrencyLimit("live viewers", self.cfg.server.live_viewers,
+                                        self.cfg.server.live_viewers_per_token),
         )
 
     async def _drain(self) -> None:
@@ -468,30 +472,3 @@ def url_token_secret(path: Path) -> bytes:
 def _demo_token(index) -> str:
     index.revoke_token("demo-admin")
     return create_token(index, name="demo-admin", role="admin", cameras=None)
-
-
-async def serve(cfg: Config, *, demo: bool = False, stop: asyncio.Event | None = None) -> None:
-    """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives.
-
-    Raises NvrError, after a full stop, when an owned task that may not be restarted gave up: a
-    server that can no longer record or upload must not look alive to its supervisor (systemd).
-    """
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    async with NvrServer(cfg, demo=demo) as srv:
-        if demo:
-            log.info("demo: recording %s", ", ".join(c.id for c in srv.cfg.cameras))
-        waits = [asyncio.create_task(stop.wait(), name="stop")]
-        waits += [asyncio.create_task(o.failed.wait(), name=f"failed:{o.owner}") for o in srv.tasks]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        failure = srv.failure()
-        log.info("stopping: finishing segments and draining the spool")
-    if failure:
-        raise NvrError(f"nvr stopped: {failure}")

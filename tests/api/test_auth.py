@@ -45,7 +45,10 @@ async def test_auth_matrix(api, monkeypatch):
             token = {"none": None, "scoped-own": "scoped", "scoped-other": "scoped"}.get(who, who)
             body = {"json": {}} if route.method in ("POST", "PATCH") else {}
             resp = await api.request(route.method, path, token, **body)
-            await resp.read()
+            if route.handler.__name__ == "live_mp4":
+                resp.close()  # an endless stream when allowed: its status is all this asks
+            else:
+                await resp.read()
             got = resp.status
             where = f"{route.method} {path} as {who}: {got}"
             if route.role is None:

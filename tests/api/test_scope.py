@@ -55,6 +55,7 @@ class Walk:
             "RetentionRule": [rule],
             "RetentionPreviewRequest": [{"rules": {"cameras": {B: rule}}}, {}],
             "VodLinkCreate": [{"start": start, "end": end}],
+            "LiveLinkCreate": [{"seconds": 60}],
         }
 
     def requests(self, route: Route) -> list[tuple[str, dict[str, Any] | None]]:

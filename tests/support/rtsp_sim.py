@@ -150,6 +150,9 @@ class ClipFactory(GstRtspServer.RTSPMediaFactory):
         # before every IDR slice, which makes ffmpeg split multi-slice frames.
         pay.set_property("config-interval", 0)
         _add_chain(bin_, (src, parse, pay))
+        # The mount is shared and the looped file seekable: left so, a second
+        # client's PLAY would restart it for every client.
+        _make_unseekable(pay)
 
 
 # Audio codec of an --audio mount: (sample rate, encoder, its properties, payloader, payload type).
@@ -193,19 +196,23 @@ class AudioClipFactory(ClipFactory):
         pay = Gst.ElementFactory.make(payloader, "pay1")
         pay.set_property("pt", pt)
         _add_chain(bin_, (src, caps, enc, pay))
-        # A live camera cannot seek.  Left seekable (the clip and audiotestsrc
-        # both are), the media obeys the "Range: npt=0-" of every PLAY: a
-        # client joining the shared media restarted it for all its clients,
-        # resetting the running time, so the RTCP sender reports mapped RTP
-        # time to wall time a few seconds off from then on, and ffmpeg, which
-        # times a multi-stream session by those reports, jumped ahead by as
-        # much.  Failing the seeking query makes the media not seekable, so
-        # PLAY leaves it alone.
-        for name in ("pay0", "pay1"):
-            bin_.get_by_name(name).get_static_pad("src").add_probe(
-                Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking
-            )
+        # pay0, the clip, was made unseekable by _add_clip; audiotestsrc seeks too.
+        _make_unseekable(pay)
         return bin_
+
+
+def _make_unseekable(pay) -> None:
+    """Make the stream of payloader ``pay`` in a shared mount unseekable, as a live camera's is.
+
+    A live camera cannot seek.  Left seekable (a looped clip and audiotestsrc
+    both are), the media obeys the "Range: npt=0-" of every PLAY: a client
+    joining the shared media restarted it for all its clients, resetting the
+    running time, so the RTCP sender reports mapped RTP time to wall time a
+    few seconds off from then on, and ffmpeg, which times a multi-stream
+    session by those reports, jumped ahead by as much.  Failing the seeking
+    query makes the media not seekable, so PLAY leaves it alone.
+    """
+    pay.get_static_pad("src").add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _refuse_seeking)
 
 
 def _refuse_seeking(pad, info):

@@ -214,6 +214,7 @@ def read_frames(
     input_args: Sequence[str] = (),
     extra_outputs: Sequence[str] = (),
     log: list[str] | None = None,
+    ffmpeg: str | None = None,
 ) -> Iterator[Frame]:
     """Decode ``source`` (a file or a live URL) with ffmpeg, yielding every video frame as it comes.
 
@@ -221,6 +222,8 @@ def read_frames(
     ``extra_outputs`` are further ffmpeg outputs fed by the same input, such
     as ``-map 0:v -c copy rec.mp4`` to record exactly what was decoded.
     ``log``, if given, collects ffmpeg's log lines other than showinfo's.
+    ``ffmpeg``: the binary (Debian's, to check with a decoder nvr does not
+    record with); the wheel's by default.
     ffmpeg's exit status is checked once its output is exhausted; closing
     the generator early stops ffmpeg as SIGTERM does, which still finishes
     the extra outputs.  To read a live source for a while, break out of the
@@ -231,7 +234,7 @@ def read_frames(
     import imageio_ffmpeg
 
     cmd = [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+        ffmpeg or imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
         # One decoding thread: frame threads would hold back frames and delay
         # ``received``; -copyts keeps the timestamps the demuxer read.
         "-threads", "1", "-copyts", *input_args, "-i", str(source),

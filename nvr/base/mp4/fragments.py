@@ -207,6 +207,17 @@ def init_of(ftyp: bytes, moov: bytes) -> Init:
     return _init(data, *boxes)
 
 
+def parse_fragment(data: bytes | memoryview, init: Init) -> Fragment:
+    """One ``moof`` + ``mdat`` on their own (a live fragment as it reached the spool), read against ``init``."""
+    top = list(iter_boxes(data, 0, len(data)))
+    kinds = [b.type for b in top if b.type not in (b"free", b"skip", b"prft")]
+    if kinds != [b"moof", b"mdat"]:
+        raise Mp4Error(f"a fragment is one moof and its mdat, not {[fourcc(k) for k in kinds]}", where="fragment")
+    moof = next(b for b in top if b.type == b"moof")
+    mdat = next(b for b in top if b.type == b"mdat")
+    return _fragment(data, init, moof, mdat)
+
+
 def _fragment(data: bytes | memoryview, init: Init, moof: Box, mdat: Box) -> Fragment:
     kids = children(data, moof)
     mfhd = only(kids, b"mfhd", moof.path)

@@ -1,0 +1,170 @@
+"""The live hub: one feed per watched camera, shared by all its viewers, started on the first and stopped
+a moment after the last.
+
+A feed reads the camera's spool (:class:`~nvr.live.sources.SpoolTail`) once,
+whatever the number of viewers, places each fragment
+(:class:`~nvr.live.units.FeedTimeline`) and offers it to every viewer without
+waiting (:class:`~nvr.live.viewer.Viewer`). Feeds run as owned tasks
+(``nvr.base.tasks``): one that fails (an unreadable spool file) is reported and
+restarted, its viewers keep their place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from nvr.base.events import EventSink, no_event
+from nvr.base.prometheus import Exposition
+from nvr.base.tasks import TaskOwner
+from nvr.base.times import now_ms
+from nvr.live.sources import POLL_S, SpoolTail
+from nvr.live.units import FeedTimeline, LiveFragment
+from nvr.live.viewer import DEFAULT_QUEUE, Viewer
+from storage.spool import Spool
+
+log = logging.getLogger("nvr.live")
+
+LINGER_S = 3.0  # a feed outlives its last viewer this long: a page reload doesn't restart it
+READERS = 4  # threads reading spool files for every feed of this server
+WallStart = Callable[[str, str], "int | None"]  # (camera, spool file) -> wall ms of the file's media time 0
+
+
+@dataclass
+class FeedStats:
+    """What ``/metrics`` shows of one camera's live feed (counters survive its viewers)."""
+
+    viewers: int = 0
+    sessions: int = 0
+    bytes_sent: int = 0
+    fragments: int = 0  # fragments the feed read from the spool
+    skipped: int = 0  # fragments viewers dropped because they fell behind
+    last_wall_ms: int | None = None  # capture time of the newest fragment
+
+
+@dataclass
+class Feed:
+    camera: str
+    viewers: set[Viewer] = field(default_factory=set)
+    latest: LiveFragment | None = None
+    stats: FeedStats = field(default_factory=FeedStats)
+    reaper: asyncio.TimerHandle | None = None
+    running: bool = False
+
+
+class LiveHub:
+    """Live feeds by camera; :meth:`watch` gives a viewer, :meth:`close` ends them all."""
+
+    def __init__(self, spool: Spool, *, wall_start: WallStart | None = None, on_event: EventSink = no_event,
+                 queue: int = DEFAULT_QUEUE, linger: float = LINGER_S, poll: float = POLL_S):
+        self.spool = spool
+        self.wall_start = wall_start or (lambda camera, file: None)
+        self.queue, self.linger, self.poll = queue, linger, poll
+        self.tasks = TaskOwner("live", on_event=on_event)
+        self.executor = ThreadPoolExecutor(READERS, thread_name_prefix="nvr-live")
+        self.feeds: dict[str, Feed] = {}
+        self.stats: dict[str, FeedStats] = {}  # by camera, kept after a feed stops (Prometheus counters)
+        self._closing = False
+
+    @contextlib.asynccontextmanager
+    async def watch(self, camera: str, key: str) -> AsyncIterator[Viewer]:
+        """A viewer of ``camera``'s feed (started if it isn't) until the block ends."""
+        if self._closing:
+            raise RuntimeError("the live hub is closing")
+        feed = self.feeds.get(camera)
+        if feed is None:
+            feed = self.feeds[camera] = Feed(camera, stats=self.stats.setdefault(camera, FeedStats()))
+        if feed.reaper is not None:
+            feed.reaper.cancel()
+            feed.reaper = None
+        viewer = Viewer(camera, key, queue=self.queue)
+        feed.viewers.add(viewer)
+        feed.stats.viewers = len(feed.viewers)
+        feed.stats.sessions += 1
+        if not feed.running:
+            feed.running = True
+            self.tasks.spawn(f"feed:{camera}", lambda: self._run(feed), initial=0.5, maximum=5.0,
+                             healthy_after=30.0)
+        try:
+            yield viewer
+        finally:
+            feed.viewers.discard(viewer)
+            feed.stats.viewers = len(feed.viewers)
+            feed.stats.skipped += viewer.skipped
+            if not feed.viewers and not self._closing:
+                feed.reaper = asyncio.get_running_loop().call_later(self.linger, self._reap, camera)
+
+    def _reap(self, camera: str) -> None:
+        feed = self.feeds.get(camera)
+        if feed is None or feed.viewers:
+            return
+        feed.reaper = None
+        self.feeds.pop(camera, None)
+        feed.running = False
+        # cancel() only cancels and awaits the feed's task, which ends at its next await: it can't hang.
+        task = asyncio.get_running_loop().create_task(self.tasks.cancel(f"feed:{camera}"), name=f"live:reap:{camera}")
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def _run(self, feed: Feed) -> None:
+        """One feed: the spool tail's units placed and offered to the viewers of the moment."""
+        timeline = FeedTimeline()
+        tail = SpoolTail(self.spool.camera_dir(feed.camera), self.executor, poll=self.poll)
+        async for su in tail.units():
+            if su.unit.kind == "init":
+                timeline.new_file(su.unit.data)
+                continue
+            fragment = timeline.fragment(su.unit.data, wall_start_ms=self.wall_start(feed.camera, su.file),
+                                         arrived_ms=now_ms())
+            feed.latest = fragment
+            feed.stats.fragments += 1
+            feed.stats.last_wall_ms = fragment.wall_ms
+            for viewer in list(feed.viewers):
+                viewer.offer(fragment)
+
+    def sent(self, camera: str, size: int) -> None:
+        """Count ``size`` bytes sent to a viewer of ``camera``."""
+        self.stats.setdefault(camera, FeedStats()).bytes_sent += size
+
+    def viewers(self) -> int:
+        return sum(len(f.viewers) for f in self.feeds.values())
+
+    def snapshot(self) -> dict[str, FeedStats]:
+        """Every camera's counters now, the skips of viewers still watching included."""
+        out = {}
+        for camera, stats in self.stats.items():
+            feed = self.feeds.get(camera)
+            live = sum(v.skipped for v in feed.viewers) if feed is not None else 0
+            out[camera] = FeedStats(len(feed.viewers) if feed else 0, stats.sessions, stats.bytes_sent,
+                                    stats.fragments, stats.skipped + live, stats.last_wall_ms)
+        return out
+
+    def write_metrics(self, exp: Exposition) -> None:
+        """The ``nvr_live_*`` families: viewers now, sessions, bytes sent and skips, per camera."""
+        snap = sorted(self.snapshot().items())
+        exp.metric("nvr_live_viewers", "gauge", "Live viewers watching now, per camera",
+                   [({"camera": c}, float(s.viewers)) for c, s in snap])
+        exp.metric("nvr_live_sessions_total", "counter", "Live sessions started since start, per camera",
+                   [({"camera": c}, float(s.sessions)) for c, s in snap])
+        exp.metric("nvr_live_sent_bytes_total", "counter", "Bytes of live video sent to viewers, per camera",
+                   [({"camera": c}, float(s.bytes_sent)) for c, s in snap])
+        exp.metric("nvr_live_skipped_fragments_total", "counter",
+                   "Fragments (GOPs) viewers skipped because they fell behind, per camera",
+                   [({"camera": c}, float(s.skipped)) for c, s in snap])
+        exp.metric("nvr_live_fragments_total", "counter", "Fragments the live feeds read from the spool, per camera",
+                   [({"camera": c}, float(s.fragments)) for c, s in snap])
+
+    async def close(self) -> None:
+        """End every viewer and feed (shutdown): viewers get their end first, then the feeds stop."""
+        self._closing = True
+        for feed in self.feeds.values():
+            if feed.reaper is not None:
+                feed.reaper.cancel()
+            for viewer in list(feed.viewers):
+                viewer.end("the server is shutting down")
+        await self.tasks.stop()
+        self.feeds.clear()
+        self.executor.shutdown(wait=True, cancel_futures=True)
