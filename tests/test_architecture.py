@@ -31,7 +31,8 @@ STAGE_USES = {
     "nvr.custody": {"nvr.playback"},  # an export's stitched clip is the playback clip
     # A node's leases start and stop its recorders; it enrolls its checkpoint-signing keys.
     "nvr.cluster": {"nvr.recording", "nvr.custody"},
-    "nvr.live": {"nvr.playback"},  # a live init segment is HLS's (the same codec-change rule)
+    # A live init segment is HLS's (the same codec-change rule); a substream opens its URL by the recorder's rules.
+    "nvr.live": {"nvr.playback", "nvr.recording"},
 }
 # Package roots that hold no code of their own layer (only the version string).
 NEUTRAL = {"nvr"}

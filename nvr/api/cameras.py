@@ -26,7 +26,8 @@ def camera_json(cameras: CameraRegistry, recorders: RecorderSupervisor, cam: Cam
     return {
         "id": cam.id, "name": cam.name, "url": cam.display_url, "enabled": cam.enabled,
         "segment_seconds": cam.segment_seconds, "rtsp_transport": cam.rtsp_transport, "audio": cam.audio,
-        "timestamps": cam.timestamps, "priority": cam.priority, "source": cameras.source(cam.id),
+        "timestamps": cam.timestamps, "priority": cam.priority, "live_url": cam.display_live_url,
+        "source": cameras.source(cam.id),
         "state": st.state if st else "stopped",
     }
 
@@ -84,6 +85,9 @@ _FIELDS = {
                    "description": "whose clock times the frames; auto: arrival time for http(s) sources"},
     "priority": {"type": "integer", "minimum": -1000, "maximum": 1000,
                  "description": "in a cluster: cameras of higher priority are claimed first"},
+    "live_url": {"type": "string", "maxLength": 2048,
+                 "description": "a second, low-resolution stream for live walls, opened only while watched "
+                                "(the same schemes as url); empty: none"},
 }
 SCHEMAS: dict[str, Any] = {
     "CameraCreate": {"type": "object", "additionalProperties": False, "required": ["id", "url"],
@@ -95,6 +99,7 @@ SCHEMAS: dict[str, Any] = {
         "enabled": {"type": "boolean"}, "segment_seconds": {"type": ["number", "null"]},
         "rtsp_transport": {"type": "string"}, "audio": {"type": "boolean"}, "source": {"enum": ["config", "api"]},
         "timestamps": {"enum": ["auto", "camera", "arrival"]}, "priority": {"type": "integer"},
+        "live_url": {"type": ["string", "null"], "description": "credentials redacted; null: none"},
         "state": {"type": "string"}}},
 }
 

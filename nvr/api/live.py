@@ -41,12 +41,12 @@ from nvr.api.auth import (
     principal_of,
     url_grant,
 )
-from nvr.api.deps import AUDIT, INDEX, LIVE, LIVE_LIMIT, RECORDERS, URL_SIGNER
+from nvr.api.deps import AUDIT, CAMERAS, INDEX, LIVE, LIVE_LIMIT, RECORDERS, URL_SIGNER
 from nvr.api.hls import TOKEN
 from nvr.api.problem import Problem
 from nvr.api.shared import client_of, json_reply, visible_camera
-from nvr.api.spec import BODY, CAMERA, IDS, URL_TOKEN, Route
-from nvr.base.errors import InvalidInput
+from nvr.api.spec import BODY, CAMERA, IDS, QUERY, URL_TOKEN, Choice, Param, Route
+from nvr.base.errors import InvalidInput, NotFound
 from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.live import framing
 from nvr.live.units import LiveFragment, LiveInit
@@ -68,6 +68,7 @@ class _Session:
     camera: str
     door: str  # "ws" or "mp4"
     until_ms: int | None  # the link's range end: the session ends there
+    stream: str = "main"
     started_ms: int = 0
     reason: str = "the client left"
 
@@ -80,10 +81,14 @@ async def _check(request: web.Request) -> _Session:
         raise Problem(403, f"this link does not cover live footage of camera {raw} now (it is for camera "
                            f"{grant.camera}, {ms_to_rfc3339(grant.start_ms)} to {ms_to_rfc3339(grant.end_ms)})")
     cid = await visible_camera(request, raw)
+    stream = request[QUERY]["stream"]
+    camera = request.app[CAMERAS].get(cid)
+    if stream == "sub" and (camera is None or not camera.live_url):
+        raise NotFound(f"camera {cid} declares no live_url: watch its main stream")
     if request.app[RECORDERS].status(cid) is None:
         raise Problem(503, f"camera {cid} is not recorded by this node now (disabled, or recorded by another "
                            "node of the cluster): no live picture here", headers={"Retry-After": "5"})
-    return _Session(cid, "", grant.end_ms if grant is not None else None)
+    return _Session(cid, "", grant.end_ms if grant is not None else None, stream)
 
 
 async def _revalidate(request: web.Request) -> None:
@@ -134,7 +139,7 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     with request.app[LIVE_LIMIT].hold(who.actor):
-        async with hub.watch(s.camera, who.actor[0]) as viewer:
+        async with hub.watch(s.camera, who.actor[0], s.stream) as viewer:
             try:
                 item = await viewer.next(FIRST_PICTURE_S)
             except TimeoutError:
@@ -144,7 +149,7 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
                 raise Problem(503, f"camera {s.camera}'s live feed ended: {viewer.ended}", headers={"Retry-After": "5"})
             s.started_ms = now_ms()
             await audit.record("live.start", s.camera, {
-                "door": s.door, "client": client_of(request), "via": "link" if url_grant(request) else "bearer",
+                "door": s.door, "stream": s.stream, "client": client_of(request), "via": "link" if url_grant(request) else "bearer",
                 "until": ms_to_rfc3339(s.until_ms) if s.until_ms else None}, actor=who.actor)
             retimer, config, checked = Retimer(), None, [time.monotonic()]
             try:
@@ -170,7 +175,7 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
             finally:
                 ended = now_ms()
                 await asyncio.shield(audit.record("live.end", s.camera, {
-                    "door": s.door, "client": client_of(request), "start": ms_to_rfc3339(s.started_ms),
+                    "door": s.door, "stream": s.stream, "client": client_of(request), "start": ms_to_rfc3339(s.started_ms),
                     "end": ms_to_rfc3339(ended), "seconds": round((ended - s.started_ms) / 1000, 1),
                     "bytes": viewer.sent_bytes, "fragments": viewer.sent_fragments, "skipped": viewer.skipped,
                     "skips": viewer.skips, "reason": s.reason}, actor=who.actor))
@@ -288,6 +293,8 @@ SCHEMAS: dict[str, Any] = {
         "ws": {"type": "string", "description": "the WebSocket's path with its URL token"}}},
 }
 
+STREAM = Param("stream", Choice(("main", "sub")), "main: the recorded stream (from the recorder's own fragments); "
+               "sub: the camera's live_url, for walls (opened while watched)", default="main")
 _LIVE = {503: "Problem", 429: "Problem"}
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/cameras/{id}/live-links", live_link, "viewer",
@@ -295,8 +302,8 @@ ROUTES: tuple[Route, ...] = (
           tag="live", ids={"id": CAMERA}, body="LiveLinkCreate", responses={201: "LiveLink"}),
     Route("GET", "/api/v1/cameras/{id}/live.mp4", live_mp4, "viewer",
           "The camera live as one endless fragmented MP4 (ffplay, VLC, <video src>); bearer or URL token",
-          tag="live", ids={"id": CAMERA}, query=(TOKEN,), url_token=True, responses={200: "video/mp4", **_LIVE}),
+          tag="live", ids={"id": CAMERA}, query=(STREAM, TOKEN), url_token=True, responses={200: "video/mp4", **_LIVE}),
     Route("GET", "/api/v1/cameras/{id}/live", live_ws, "viewer",
           "The camera live over a WebSocket (Media Source Extensions): init and media segments with headers",
-          tag="live", ids={"id": CAMERA}, query=(TOKEN,), url_token=True, responses={101: "", **_LIVE}),
+          tag="live", ids={"id": CAMERA}, query=(STREAM, TOKEN), url_token=True, responses={101: "", **_LIVE}),
 )

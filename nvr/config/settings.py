@@ -48,6 +48,7 @@ class ServerConfig:
     link_ttl_seconds: float = 600.0  # a signed playback link's time to start playing (plus its range's length)
     live_viewers: int = 200  # live sessions served at once, in total (0: no limit)
     live_viewers_per_token: int = 32  # live sessions of one token (or person) at once: two walls of 16
+    live_linger_seconds: float = 30.0  # a substream (live_url) stays open this long after its last viewer
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class CameraConfig:
     timestamps: str = "auto"
     # In a cluster, cameras of higher priority are claimed first when nodes lack capacity for all.
     priority: int = 0
+    # A second, low-resolution stream for live walls: opened only while someone watches it, never recorded.
+    live_url: str = ""
 
     @property
     def arrival_time(self) -> bool:
@@ -162,6 +165,11 @@ class CameraConfig:
         """The URL with credentials removed, the only form that may be printed."""
         return redact_url(self.url)
 
+    @property
+    def display_live_url(self) -> str | None:
+        """``live_url`` with credentials removed, None when the camera declares none."""
+        return redact_url(self.live_url) if self.live_url else None
+
     def to_table(self) -> dict[str, Any]:
         """The camera as a config table (what :func:`camera_from_table` reads back)."""
         table: dict[str, Any] = {"id": self.id, "url": self.url, "name": self.name, "enabled": self.enabled,
@@ -172,6 +180,8 @@ class CameraConfig:
             table["segment_seconds"] = self.segment_seconds
         if self.priority:
             table["priority"] = self.priority
+        if self.live_url:
+            table["live_url"] = self.live_url
         return table
 
 
@@ -301,6 +311,9 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
     priority = s.take("priority", int, 0)
     if not -1000 <= priority <= 1000:
         raise s.error("priority", f"must be between -1000 and 1000, got {priority}")
+    live_url = s.take("live_url", str, "")  # "" (or absent): no substream
+    if live_url:
+        validate_camera_url(live_url, s.key("live_url"), source)
     cam = CameraConfig(
         id=cam_id,
         url=url,
@@ -311,6 +324,7 @@ def camera_from_table(table: Any, path: str, source: str | None = None) -> Camer
         audio=s.take("audio", bool, False),
         timestamps=timestamps,
         priority=priority,
+        live_url=live_url,
     )
     s.finish()
     return cam
@@ -368,6 +382,7 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         link_ttl_seconds=srv.duration("link_ttl", 600.0, minimum=10.0, maximum=86400.0),
         live_viewers=srv.count("live_viewers", 200),
         live_viewers_per_token=srv.count("live_viewers_per_token", 32),
+        live_linger_seconds=srv.duration("live_linger", 30.0, minimum=0.0, maximum=3600.0),
     )
     srv.finish()
 

@@ -1,12 +1,14 @@
-"""The live hub: one feed per watched camera, shared by all its viewers, started on the first and stopped
-a moment after the last.
+"""The live hub: one feed per watched camera and stream, shared by all its viewers, started on the first and
+stopped a while after the last.
 
-A feed reads the camera's spool (:class:`~nvr.live.sources.SpoolTail`) once,
+A feed of the main stream reads the camera's spool (:class:`~nvr.live.sources.SpoolTail`) once,
 whatever the number of viewers, places each fragment
 (:class:`~nvr.live.units.FeedTimeline`) and offers it to every viewer without
 waiting (:class:`~nvr.live.viewer.Viewer`). Feeds run as owned tasks
 (``nvr.base.tasks``): one that fails (an unreadable spool file) is reported and
-restarted, its viewers keep their place.
+restarted, its viewers keep their place. A feed of the substream (``live_url``)
+runs its own ffmpeg (:class:`~nvr.live.substream.Substream`), so it lingers
+longer: a wall that reloads must not reconnect sixteen cameras.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from nvr.base.prometheus import Exposition
 from nvr.base.tasks import TaskOwner
 from nvr.base.times import now_ms
 from nvr.live.sources import POLL_S, SpoolTail
+from nvr.live.substream import Substream
 from nvr.live.units import FeedTimeline, LiveFragment
 from nvr.live.viewer import DEFAULT_QUEUE, Viewer
 from storage.spool import Spool
 
 log = logging.getLogger("nvr.live")
 
-LINGER_S = 3.0  # a feed outlives its last viewer this long: a page reload doesn't restart it
+LINGER_S = 3.0  # a spool feed outlives its last viewer this long: a page reload doesn't restart it
+SUB_LINGER_S = 30.0  # a substream's connection to the camera outlives its last viewer this long
 READERS = 4  # threads reading spool files for every feed of this server
 WallStart = Callable[[str, str], "int | None"]  # (camera, spool file) -> wall ms of the file's media time 0
+SubstreamFactory = Callable[[str], "Substream | None"]  # camera -> its substream source, None without live_url
+STREAMS = ("main", "sub")
 
 
 @dataclass
@@ -49,6 +55,7 @@ class FeedStats:
 @dataclass
 class Feed:
     camera: str
+    stream: str = "main"
     viewers: set[Viewer] = field(default_factory=set)
     latest: LiveFragment | None = None
     stats: FeedStats = field(default_factory=FeedStats)
@@ -59,25 +66,27 @@ class Feed:
 class LiveHub:
     """Live feeds by camera; :meth:`watch` gives a viewer, :meth:`close` ends them all."""
 
-    def __init__(self, spool: Spool, *, wall_start: WallStart | None = None, on_event: EventSink = no_event,
-                 queue: int = DEFAULT_QUEUE, linger: float = LINGER_S, poll: float = POLL_S):
+    def __init__(self, spool: Spool, *, wall_start: WallStart | None = None, substream: SubstreamFactory | None = None,
+                 on_event: EventSink = no_event, queue: int = DEFAULT_QUEUE, linger: float = LINGER_S,
+                 sub_linger: float = SUB_LINGER_S, poll: float = POLL_S):
         self.spool = spool
         self.wall_start = wall_start or (lambda camera, file: None)
-        self.queue, self.linger, self.poll = queue, linger, poll
+        self.substream = substream or (lambda camera: None)
+        self.queue, self.linger, self.sub_linger, self.poll = queue, linger, sub_linger, poll
         self.tasks = TaskOwner("live", on_event=on_event)
         self.executor = ThreadPoolExecutor(READERS, thread_name_prefix="nvr-live")
-        self.feeds: dict[str, Feed] = {}
+        self.feeds: dict[tuple[str, str], Feed] = {}  # by (camera, stream)
         self.stats: dict[str, FeedStats] = {}  # by camera, kept after a feed stops (Prometheus counters)
         self._closing = False
 
     @contextlib.asynccontextmanager
-    async def watch(self, camera: str, key: str) -> AsyncIterator[Viewer]:
-        """A viewer of ``camera``'s feed (started if it isn't) until the block ends."""
+    async def watch(self, camera: str, key: str, stream: str = "main") -> AsyncIterator[Viewer]:
+        """A viewer of ``camera``'s feed of ``stream`` (started if it isn't) until the block ends."""
         if self._closing:
             raise RuntimeError("the live hub is closing")
-        feed = self.feeds.get(camera)
+        feed = self.feeds.get((camera, stream))
         if feed is None:
-            feed = self.feeds[camera] = Feed(camera, stats=self.stats.setdefault(camera, FeedStats()))
+            feed = self.feeds[camera, stream] = Feed(camera, stream, stats=self.stats.setdefault(camera, FeedStats()))
         if feed.reaper is not None:
             feed.reaper.cancel()
             feed.reaper = None
@@ -87,7 +96,7 @@ class LiveHub:
         feed.stats.sessions += 1
         if not feed.running:
             feed.running = True
-            self.tasks.spawn(f"feed:{camera}", lambda: self._run(feed), initial=0.5, maximum=5.0,
+            self.tasks.spawn(f"feed:{camera}:{stream}", lambda: self._run(feed), initial=0.5, maximum=5.0,
                              healthy_after=30.0)
         try:
             yield viewer
@@ -96,29 +105,36 @@ class LiveHub:
             feed.stats.viewers = len(feed.viewers)
             feed.stats.skipped += viewer.skipped
             if not feed.viewers and not self._closing:
-                feed.reaper = asyncio.get_running_loop().call_later(self.linger, self._reap, camera)
+                linger = self.sub_linger if stream == "sub" else self.linger
+                feed.reaper = asyncio.get_running_loop().call_later(linger, self._reap, camera, stream)
 
-    def _reap(self, camera: str) -> None:
-        feed = self.feeds.get(camera)
+    def _reap(self, camera: str, stream: str) -> None:
+        feed = self.feeds.get((camera, stream))
         if feed is None or feed.viewers:
             return
         feed.reaper = None
-        self.feeds.pop(camera, None)
+        self.feeds.pop((camera, stream), None)
         feed.running = False
         # cancel() only cancels and awaits the feed's task, which ends at its next await: it can't hang.
-        task = asyncio.get_running_loop().create_task(self.tasks.cancel(f"feed:{camera}"), name=f"live:reap:{camera}")
+        task = asyncio.get_running_loop().create_task(self.tasks.cancel(f"feed:{camera}:{stream}"),
+                                                      name=f"live:reap:{camera}:{stream}")
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _run(self, feed: Feed) -> None:
         """One feed: the spool tail's units placed and offered to the viewers of the moment."""
         timeline = FeedTimeline()
-        tail = SpoolTail(self.spool.camera_dir(feed.camera), self.executor, poll=self.poll)
-        async for su in tail.units():
+        if feed.stream == "sub":
+            source = self.substream(feed.camera)
+            if source is None:
+                raise RuntimeError(f"camera {feed.camera} declares no live_url")
+        else:
+            source = SpoolTail(self.spool.camera_dir(feed.camera), self.executor, poll=self.poll)
+        async for su in source.units():
             if su.unit.kind == "init":
                 timeline.new_file(su.unit.data)
                 continue
-            fragment = timeline.fragment(su.unit.data, wall_start_ms=self.wall_start(feed.camera, su.file),
-                                         arrived_ms=now_ms())
+            wall = self.wall_start(feed.camera, su.file) if feed.stream == "main" else None
+            fragment = timeline.fragment(su.unit.data, wall_start_ms=wall, arrived_ms=now_ms())
             feed.latest = fragment
             feed.stats.fragments += 1
             feed.stats.last_wall_ms = fragment.wall_ms
@@ -133,13 +149,12 @@ class LiveHub:
         return sum(len(f.viewers) for f in self.feeds.values())
 
     def snapshot(self) -> dict[str, FeedStats]:
-        """Every camera's counters now, the skips of viewers still watching included."""
+        """Every camera's counters now (its streams together), the skips of viewers still watching included."""
         out = {}
         for camera, stats in self.stats.items():
-            feed = self.feeds.get(camera)
-            live = sum(v.skipped for v in feed.viewers) if feed is not None else 0
-            out[camera] = FeedStats(len(feed.viewers) if feed else 0, stats.sessions, stats.bytes_sent,
-                                    stats.fragments, stats.skipped + live, stats.last_wall_ms)
+            watching = [v for s in STREAMS if (f := self.feeds.get((camera, s))) is not None for v in f.viewers]
+            out[camera] = FeedStats(len(watching), stats.sessions, stats.bytes_sent, stats.fragments,
+                                    stats.skipped + sum(v.skipped for v in watching), stats.last_wall_ms)
         return out
 
     def write_metrics(self, exp: Exposition) -> None:

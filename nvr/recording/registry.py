@@ -23,7 +23,8 @@ from storage.index import Index
 
 log = logging.getLogger("nvr.cameras")
 
-EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps", "priority")
+EDITABLE = ("name", "url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps", "priority",
+            "live_url")
 # Fields whose change needs a new ffmpeg run.
 RECORDING_FIELDS = ("url", "enabled", "segment_seconds", "rtsp_transport", "audio", "timestamps")
 
@@ -194,7 +195,7 @@ class CameraRegistry:
             if any(k in changed for k in RECORDING_FIELDS):
                 await self.supervisor.stop(camera_id)
                 self._start(new)
-        shown = {k: (new.display_url if k == "url" else v) for k, v in changed.items()}
+        shown = {k: {"url": new.display_url, "live_url": new.display_live_url}.get(k, v) for k, v in changed.items()}
         await self.audit.record("camera.update", camera_id, {"changed": shown}, actor=actor)
         return new
 

@@ -60,6 +60,7 @@ from nvr.ingest.chaincheck import ChainCheck, bucket_cameras, check_camera
 from nvr.ingest.lanes import IngestService
 from nvr.ingest.pipeline import Ingestor, object_key
 from nvr.live.hub import LiveHub
+from nvr.live.substream import Substream
 from nvr.recording.recorder import CameraRecorder
 from nvr.recording.recovery import recover_camera
 from nvr.recording.registry import CameraRegistry
@@ -171,6 +172,14 @@ class NvrServer:
             on_event=self._event,
         )
 
+    def _substream(self, camera_id: str) -> Substream | None:
+        """The live source of a camera's ``live_url``, None when it declares none."""
+        cam = self.cameras.get(camera_id) if self.cameras is not None else None
+        if cam is None or not cam.live_url:
+            return None
+        return Substream(cam, self.ffmpeg, self.spool.camera_dir(camera_id),
+                         connect_timeout=self.cfg.recording.connect_timeout)
+
     def _owner(self, name: str) -> TaskOwner:
         """A task owner whose stop is registered now, so it stops in reverse order of this call."""
         owner = TaskOwner(name, on_event=self._event, on_change=self.pulse.fire)
@@ -279,7 +288,8 @@ class NvrServer:
 
         self.url_signer = UrlSigner(await asyncio.to_thread(url_token_secret, cfg.data_dir / URL_TOKEN_KEY),
                                     ttl_ms=round(cfg.server.link_ttl_seconds * 1000))
-        self.live = LiveHub(self.spool, wall_start=self.recorders.segment_start, on_event=self._event)
+        self.live = LiveHub(self.spool, wall_start=self.recorders.segment_start, substream=self._substream,
+                            on_event=self._event, sub_linger=cfg.server.live_linger_seconds)
         self.app = build_app(self._services())
         runner = web.AppRunner(self.app, access_log=None, **SERVER_OPTIONS)
         await runner.setup()

@@ -23,14 +23,16 @@ PER_TOKEN = 3
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def live(rtsp, s3, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
-    cfg = make_config(tmp, s3, "live-tests", [{"id": TC, "url": rtsp.url("tc2")}, {"id": CLIP, "url": rtsp.url("cam6")}],
+    # TC's substream (live_url) is the simulator's other time-coded mount; it closes a second after its last viewer.
+    cameras = [{"id": TC, "url": rtsp.url("tc2"), "live_url": rtsp.url("tc1")}, {"id": CLIP, "url": rtsp.url("cam6")}]
+    cfg = make_config(tmp, s3, "live-tests", cameras,
                       server={"listen": "127.0.0.1:0", "data_dir": str(tmp / "data"),
-                              "live_viewers_per_token": PER_TOKEN, "live_viewers": 40})
+                              "live_viewers_per_token": PER_TOKEN, "live_viewers": 40, "live_linger": "1s"})
     async with NvrServer(cfg) as srv:
         srv.app[AUTH_GUARD].limits = AuthLimits(burst=1_000_000)
         index = srv.backend.index
         tokens = {role: create_token(index, name=role, role=role, cameras=None) for role in ROLES}
-        for name in ("ws", "mp4", "browser", "slow", "limit", "audit", "link"):
+        for name in ("ws", "mp4", "browser", "slow", "limit", "audit", "link", "sub"):
             tokens[name] = create_token(index, name=name, role="viewer", cameras=None)
         tokens["scoped"] = create_token(index, name="scoped", role="viewer", cameras=[CLIP])
         await wait_segments(srv, TC, 1, timeout=60)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 import os
 import re
 import socket
@@ -125,15 +127,15 @@ async def test_a_viewer_that_stops_reading_skips_ahead_and_recording_goes_on(liv
         hub = srv.live
 
         def viewer():
-            feed = hub.feeds.get(CLIP)
+            feed = hub.feeds.get((CLIP, "main"))
             return next((v for v in feed.viewers if v.key == "token:slow"), None) if feed else None
 
         try:
             await srv.pulse.wait_until(lambda: viewer() is not None and viewer().skipped > 0, timeout=60)
         except TimeoutError:
             v = viewer()
-            raise AssertionError(f"no skip: {v and (v.sent_fragments, v.sent_bytes, len(v._queue), v.skipped)}, "
-                                 f"{[(x.key, x.sent_fragments) for x in hub.feeds[CLIP].viewers]}") from None
+            raise AssertionError(f"no skip: {v and (v.sent_fragments, v.sent_bytes, len(v._queue), v.skipped)}"
+                                 ) from None
         v = viewer()
         # Bounded: what waits for this viewer is never more than its queue of fragments.
         assert len(v._queue) <= v.max_queue
@@ -233,3 +235,64 @@ async def test_scope_links_and_bad_requests_get_precise_answers(live):
     async with live.http.ws_connect(f"{live.base}{made['ws']}") as ws:
         h, _ = framing.decode(await asyncio.wait_for(ws.receive_bytes(), 20))
         assert h["Type"] == "init"
+
+
+async def test_a_substream_opens_while_watched_and_closes_after_its_last_viewer(live, tmp_path):
+    hub = live.srv.live
+    assert (TC, "sub") not in hub.feeds
+    headers = {"Authorization": f"Bearer {live.tokens['sub']}"}
+    bodies = []
+    async with live.http.ws_connect(f"{live.base}/api/v1/cameras/{TC}/live?stream=sub", headers=headers) as ws:
+        while len(bodies) < 4:
+            h, body = framing.decode(await asyncio.wait_for(ws.receive_bytes(), 30))
+            bodies.append(body)
+        feed = hub.feeds[TC, "sub"]
+        pid = _substream_pid(live)
+        assert pid is not None and _alive(pid), "no ffmpeg of its own while the substream is watched"
+        assert feed.latest is not None and feed.latest.wall_source == "arrival"
+    stream = tmp_path / "sub.mp4"
+    stream.write_bytes(b"".join(bodies))
+    frames = await asyncio.to_thread(lambda: list(read_frames(stream, input_args=["-f", "mp4"],
+                                                              ffmpeg=independent_ffmpeg())))
+    assert len(frames) >= 20 and all(f.wall_ms is not None for f in frames)
+    # The last viewer left: the connection to the camera closes after the linger (1 s here).
+    await live.srv.pulse.wait_until(lambda: (TC, "sub") not in hub.feeds and not _alive(pid), timeout=20)
+    # A camera without a substream says so.
+    resp = await live.get(f"/api/v1/cameras/{CLIP}/live.mp4?stream=sub", "sub")
+    await problem_of(resp, 404, "declares no live_url")
+    shown = await live.json("GET", f"/api/v1/cameras/{TC}", "admin")
+    assert shown["live_url"].startswith("rtsp://127.0.0.1:")
+
+
+def _substream_pid(live) -> int | None:
+    import psutil
+
+    me = psutil.Process()
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "-an" in child.cmdline() and "pipe:1" in child.cmdline():
+                return child.pid
+    return None
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_a_live_url_with_credentials_is_never_shown_back(live):
+    secret = "s3cr3t-live"
+    await live.json("PATCH", f"/api/v1/cameras/{CLIP}", "admin", json={"live_url": f"rtsp://u:{secret}@127.0.0.1:9/x"})
+    try:
+        shown = await live.json("GET", f"/api/v1/cameras/{CLIP}", "admin")
+        assert secret not in json.dumps(shown) and shown["live_url"].startswith("rtsp://")
+        entries = live.srv.backend.index.audit_entries(action="camera.update", target=CLIP)
+        assert entries and secret not in json.dumps([e.detail for e in entries])
+        resp = await live.request("PATCH", f"/api/v1/cameras/{CLIP}", "admin", json={"live_url": "file:///etc/passwd"})
+        await problem_of(resp, 400, "live_url")
+    finally:
+        await live.json("PATCH", f"/api/v1/cameras/{CLIP}", "admin", json={"live_url": ""})
