@@ -1,7 +1,7 @@
 """``python -m bench <name> [--quick|--full]``: run one measurement, or ``all`` of them.
 
 Names: recording (1), cameras (2), ingest (3), peer (4), retrieval (5),
-index (6), index-ingest (6), retention (7), faults (8), cluster (9), all; ``plots`` redraws the PNGs from the saved
+index (6), index-ingest (6), retention (7), faults (8), cluster (9), live (10), all; ``plots`` redraws the PNGs from the saved
 results and ``table`` prints the results table (Markdown) of the last runs.
 """
 
@@ -28,6 +28,8 @@ MEASUREMENTS = {
     "faults": ("bench.faults", "8. footage lost per kill -9 (÷ without fragment flush), Ctrl-C of the demo"),
     "cluster": ("bench.cluster", "9. cluster: failover time per camera over kill -9s; control-plane cost at 1,000 "
                                  "cameras × 10 nodes"),
+    "live": ("bench.live", "10. live view: capture → client latency; server CPU per viewer ÷ recording CPU per "
+                           "camera; a stalled viewer"),
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.common import DOCS, RESULTS, fmt_ratio
 
-ORDER = ("recording", "cameras", "ingest", "peer", "retrieval", "index", "retention", "cluster")
+ORDER = ("recording", "cameras", "ingest", "peer", "retrieval", "index", "retention", "cluster", "live")
 
 
 def _load(name: str) -> dict[str, Any] | None:
