@@ -25,6 +25,7 @@ from tests.support.rtsp import RtspSimulator, gst_available, make_clip
 
 MOUNTS = tuple(f"cam{i}" for i in range(1, 9))
 # Time-coded cameras: every frame shows its capture time (tests/support/timecode.py decodes it).
+CHROMIUM = "/usr/bin/chromium"
 TIMECODED = ("tc1", "tc2")
 # The clip with a live tone in each audio codec cameras send (mount -> codec).
 AUDIO = {"acam": "aac", "pcma": "pcma", "pcmu": "pcmu"}
@@ -88,6 +89,16 @@ def bucket(index_backend) -> str:
 def clip(tmp_path_factory) -> Path:
     # One keyframe per second, so 2-second segments cut on time.
     return make_clip(tmp_path_factory.mktemp("clip") / "clip.h264", width=320, height=240, fps=15, seconds=4, gop=15)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium, which the browser tests drive with Playwright (scripts/test installs it)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing in CI (scripts/test installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
+    return CHROMIUM
 
 
 @pytest.fixture(scope="session")

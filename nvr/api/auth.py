@@ -29,12 +29,15 @@ from aiohttp import web
 from nvr.api.deps import INDEX, URL_SIGNER
 from nvr.api.guard import AUTH_GUARD
 from nvr.api.problem import Problem
+from nvr.api.sessions import COOKIE, SESSION, SESSION_POLICY, check_csrf, session_of
 from nvr.api.spec import URL_TOKEN, route_of
 from nvr.api.urltokens import BadUrlToken, Grant, UrlSigner
 from nvr.base.times import now_ms
 from storage.index import Index
+from storage.index.people import UserRow
 
 ROLES = {"viewer": 1, "evidence": 2, "admin": 3}
+USER_SIGNER = "user:"  # a URL token signed for a person names its signer so (token names can't hold ':')
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
@@ -43,6 +46,7 @@ class Principal:
     name: str
     role: str
     cameras: frozenset[str] | None  # None: every camera
+    kind: str = "token"  # "token" (a machine's API token) or "user" (a person logged in to the console)
 
     def has(self, role: str) -> bool:
         return ROLES[self.role] >= ROLES[role]
@@ -52,7 +56,7 @@ class Principal:
 
     @property
     def actor(self) -> tuple[str, str]:
-        return f"token:{self.name}", self.role
+        return f"{self.kind}:{self.name}", self.role
 
 
 def token_sha256(token: str) -> str:
@@ -96,12 +100,48 @@ async def authenticate(request: web.Request, index: Index) -> Principal:
     return Principal(name=name, role=role, cameras=frozenset(cameras) if cameras is not None else None)
 
 
+def user_principal(user: UserRow) -> Principal:
+    if user.disabled_ms is not None:
+        raise Unauthenticated(f"user {user.name!r} is disabled", "revoked")
+    return Principal(user.name, user.role, frozenset(user.cameras) if user.cameras is not None else None, "user")
+
+
+async def authenticate_session(request: web.Request, index: Index) -> Principal | None:
+    """The person whose session cookie the request carries (CSRF checked), None without a cookie."""
+    row = await session_of(request, index, request.app[SESSION_POLICY])
+    if row is None:
+        return None
+    user = await asyncio.to_thread(index.people.user, row.user)
+    if user is None:
+        raise Unauthenticated(f"user {row.user!r} no longer exists", "unknown")
+    check_csrf(request, row)
+    request[SESSION] = row
+    return user_principal(user)
+
+
+async def reauthenticate(request: web.Request) -> None:
+    """Check again what authorized ``request`` (its link, bearer token or session): ``Unauthenticated`` if gone."""
+    index = request.app[INDEX]
+    link = request.query.get(URL_TOKEN) if url_grant(request) is not None else None
+    if link is not None:
+        await authenticate_url(link, index, request.app[URL_SIGNER])
+    elif request.get(SESSION) is not None:
+        await session_of(request, index, request.app[SESSION_POLICY])
+    else:
+        await authenticate(request, index)
+
+
 async def authenticate_url(token: str, index: Index, signer: UrlSigner) -> tuple[Principal, Grant]:
     """The principal that signed a URL token, and its grant; 401 when bad, expired, or its signer is gone."""
     try:
         grant = signer.verify(token, now_ms())
     except BadUrlToken as e:
         raise Unauthenticated(e.detail, None if e.reason == "expired" else e.reason) from None
+    if grant.signer.startswith(USER_SIGNER):  # a person's link: the same user (by creation time), not disabled
+        user = await asyncio.to_thread(index.people.user, grant.signer.removeprefix(USER_SIGNER))
+        if user is None or user.created_ms != grant.signer_created_ms:
+            raise Unauthenticated(f"the user who made this link ({grant.signer}) no longer exists", "unknown")
+        return user_principal(user), grant
     # By name and creation time: a token made later under a revoked one's name is another token.
     tokens = await asyncio.to_thread(index.tokens)
     found = next((t for t in tokens if t[0] == grant.signer and t[3] == grant.signer_created_ms), None)
@@ -121,18 +161,22 @@ async def token_created_ms(index: Index, name: str) -> int | None:
 
 async def new_url_token(request: web.Request, who: Principal, camera: str, start: int, end: int) -> tuple[str, Grant]:
     """A URL token for ``camera`` over ``[start, end)``, signed for ``who`` (a playback or live link)."""
-    created = await token_created_ms(request.app[INDEX], who.name)
+    if who.kind == "user":
+        user = await asyncio.to_thread(request.app[INDEX].people.user, who.name)
+        created, name = (user.created_ms if user is not None else None), USER_SIGNER + who.name
+    else:
+        created, name = await token_created_ms(request.app[INDEX], who.name), who.name
     if created is None:  # revoked since this request was authorized
-        raise Unauthenticated(f"token {who.name!r} was revoked", "revoked")
+        raise Unauthenticated(f"{who.kind} {who.name!r} was revoked", "revoked")
     signer = request.app[URL_SIGNER]
-    grant = signer.grant(signer=who.name, signer_created_ms=created, camera=camera, start_ms=start, end_ms=end,
+    grant = signer.grant(signer=name, signer_created_ms=created, camera=camera, start_ms=start, end_ms=end,
                          now_ms=now_ms())
     return signer.sign(grant), grant
 
 
 def require(principal: Principal, role: str) -> None:
     if not principal.has(role):
-        raise Problem(403, f"this needs the {role} role; token {principal.name!r} has {principal.role}")
+        raise Problem(403, f"this needs the {role} role; {principal.kind} {principal.name!r} has {principal.role}")
 
 
 PRINCIPAL = web.RequestKey("nvr.principal", Principal)
@@ -170,6 +214,9 @@ async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
             if link is not None:
                 who, grant = await authenticate_url(link, request.app[INDEX], request.app[URL_SIGNER])
                 request[URL_GRANT] = grant
+            elif "Authorization" not in request.headers and COOKIE in request.cookies:
+                who = await authenticate_session(request, request.app[INDEX])  # never None: the cookie is there
+                assert who is not None
             else:
                 who = await authenticate(request, request.app[INDEX])
         except Unauthenticated as e:

@@ -17,6 +17,7 @@ from aiohttp import web
 from nvr.api.guard import AuthLimits
 from nvr.api.limits import ConcurrencyLimit
 from nvr.api.metrics import MetricsSources
+from nvr.api.sessions import SESSION_POLICY, SessionPolicy
 from nvr.api.urltokens import UrlSigner
 from nvr.custody.checkpoint import CheckpointWriter
 from nvr.custody.exports import ExportService
@@ -67,6 +68,7 @@ class Services:
     url_signer: UrlSigner = field(default_factory=UrlSigner.ephemeral)
     live: LiveHub | None = None  # the server's live feeds; without one, the API makes its own
     live_limit: ConcurrencyLimit = field(default_factory=lambda: ConcurrencyLimit("live viewers", 0, 0))
+    session_policy: SessionPolicy = SessionPolicy()  # console sessions' idle and absolute ends
 
 
 INDEX = web.AppKey("nvr.index", Index)
@@ -94,7 +96,7 @@ def install(app: web.Application, s: Services) -> None:
     app[CAMERAS], app[RECORDERS], app[SPOOL] = s.cameras, s.recorders, s.spool
     app[READ_SEGMENT], app[STATUS], app[METRICS], app[CLIPS] = s.read_segment, s.status, s.metrics, s.clips
     app[RETENTION], app[EXPORTS], app[CHECKPOINTS] = s.retention, s.exports, s.checkpoints
-    app[URL_SIGNER], app[LIVE_LIMIT] = s.url_signer, s.live_limit
+    app[URL_SIGNER], app[LIVE_LIMIT], app[SESSION_POLICY] = s.url_signer, s.live_limit, s.session_policy
     if s.live is not None:
         app[LIVE] = s.live
     else:  # an API built on its own (tests): its hub lives and ends with the app

@@ -57,6 +57,7 @@ from nvr.api.urltokens import Grant
 from nvr.base.errors import InvalidInput, NotFound
 from nvr.base.ids import parse_segment_id, segment_id
 from nvr.base.mp4 import Mp4Error, PlacedSegment, Segment, parse_segment, parse_skeleton
+from nvr.base.mp4.codecs import mime_type
 from nvr.base.timeline import is_gap
 from nvr.base.times import ms_to_rfc3339, parse_time_ms
 from nvr.playback.hls import (
@@ -263,6 +264,8 @@ async def hls_init(request: web.Request) -> web.Response:
     if not_modified(request, etag):
         return web.Response(status=304, headers=headers)
     body = await _build(request, row, lambda seg, _: init_segment(seg, row.start_ms, row.end_ms))
+    # What a Media Source Extensions player creates its SourceBuffer with (the console's player does).
+    headers["X-Codecs"] = mime_type(parse_segment(body).init)
     return web.Response(body=body, content_type="video/mp4", headers=headers)
 
 

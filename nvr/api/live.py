@@ -35,13 +35,12 @@ from aiohttp import WSMsgType, web
 
 from nvr.api.auth import (
     Unauthenticated,
-    authenticate,
-    authenticate_url,
     new_url_token,
     principal_of,
+    reauthenticate,
     url_grant,
 )
-from nvr.api.deps import AUDIT, CAMERAS, INDEX, LIVE, LIVE_LIMIT, RECORDERS, URL_SIGNER
+from nvr.api.deps import AUDIT, CAMERAS, LIVE, LIVE_LIMIT, RECORDERS
 from nvr.api.hls import TOKEN
 from nvr.api.problem import Problem
 from nvr.api.shared import client_of, json_reply, visible_camera
@@ -91,15 +90,6 @@ async def _check(request: web.Request) -> _Session:
     return _Session(cid, "", grant.end_ms if grant is not None else None, stream)
 
 
-async def _revalidate(request: web.Request) -> None:
-    """Raise ``Unauthenticated`` if the session's token (or its link's signer) is gone or revoked."""
-    link = request.query.get(URL_TOKEN) if url_grant(request) is not None else None
-    if link is not None:
-        await authenticate_url(link, request.app[INDEX], request.app[URL_SIGNER])
-    else:
-        await authenticate(request, request.app[INDEX])
-
-
 async def _next(request: web.Request, s: _Session, viewer: Viewer, gone: Callable[[], bool],
                 checked: list[float]) -> tuple[LiveFragment, bool] | None:
     """The viewer's next fragment, or None when the session must end (``s.reason`` says why)."""
@@ -111,7 +101,7 @@ async def _next(request: web.Request, s: _Session, viewer: Viewer, gone: Callabl
             return None
         if time.monotonic() - checked[0] >= REVALIDATE_S:
             try:
-                await _revalidate(request)
+                await reauthenticate(request)
             except Unauthenticated as e:
                 s.reason = f"no longer authorized: {e.detail}"
                 return None

@@ -16,7 +16,18 @@ from types import MappingProxyType
 from typing import Any
 
 from nvr import __version__
-from nvr.cli import cluster, custody, exits, footage, indexcmd, keys, retention, serve, tokens
+from nvr.cli import (
+    cluster,
+    custody,
+    exits,
+    footage,
+    indexcmd,
+    keys,
+    retention,
+    serve,
+    tokens,
+    users,
+)
 from nvr.cli.context import Context
 
 Handler = Callable[[argparse.Namespace, Context], Awaitable[int]]
@@ -71,6 +82,15 @@ COMMANDS: tuple[Command, ...] = (
         arg("-o", "--output", type=Path, required=True, help="file to write the original MP4 to"),
     )),
     Command("keys", "list or rotate keys", keys.keys, (arg("action", choices=list(keys.ACTIONS)),)),
+    Command("user", "add, change or list the console's users (people; tokens are for machines)", sub=(
+        Command("add", "add a user; the password is read from the terminal or stdin", users.add, (
+            arg("name"), arg("--role", required=True, choices=users.ROLE_CHOICES),
+            arg("--cameras", help="comma-separated camera ids (default: every camera)"))),
+        Command("passwd", "set a user's password (ends its sessions)", users.passwd, (arg("name"),)),
+        Command("disable", "disable a user (ends its sessions)", users.disable, (arg("name"),)),
+        Command("enable", "enable a disabled user", users.enable, (arg("name"),)),
+        Command("list", "list users (never passwords)", users.list_users),
+    )),
     Command("token", "create, revoke or list API tokens", sub=(
         Command("create", "create a token; prints it once on stdout", tokens.create, (
             arg("--name", required=True),

@@ -27,13 +27,11 @@ from nvr.config.retention import (
     RuleSet,
     parse_rules,
 )
-from nvr.config.sources import NETWORK_SCHEMES, SourceError, check_lavfi
+from nvr.config.sources import validate_camera_url
 from nvr.config.tables import Section
 
 log = logging.getLogger("nvr.config")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-# Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
-LOCAL_SCHEMES = {"lavfi"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +47,8 @@ class ServerConfig:
     live_viewers: int = 200  # live sessions served at once, in total (0: no limit)
     live_viewers_per_token: int = 32  # live sessions of one token (or person) at once: two walls of 16
     live_linger_seconds: float = 30.0  # a substream (live_url) stays open this long after its last viewer
+    session_idle_seconds: float = 1800.0  # a console session ends after this long without a request
+    session_max_seconds: float = 43200.0  # and this long after its login, whatever happens
 
 
 @dataclass(frozen=True)
@@ -259,34 +259,6 @@ def parse_listen(value: str, key: str = "server.listen", source: str | None = No
     return (m.group("v6") or m.group("host") or "0.0.0.0"), port
 
 
-def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
-    """Refuse URLs ffmpeg can't open as a camera; the message never echoes credentials."""
-    shown = redact_url(url)
-    if not url or any(c.isspace() for c in url):
-        raise ConfigError(key, f"{shown!r} is not a URL (empty or contains spaces)", source=source)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise ConfigError(key, f"{shown!r} is malformed: {e}", source=source) from None
-    scheme = parts.scheme.lower()
-    if scheme in LOCAL_SCHEMES:
-        if not url.split(":", 1)[1]:
-            raise ConfigError(key, "lavfi: needs a source, e.g. lavfi:testsrc2=size=640x360:rate=15", source=source)
-        try:
-            check_lavfi(url.split(":", 1)[1])
-        except SourceError as e:
-            raise ConfigError(key, str(e), source=source) from None
-        return
-    if scheme not in NETWORK_SCHEMES:
-        allowed = ", ".join(sorted(NETWORK_SCHEMES | LOCAL_SCHEMES))
-        raise ConfigError(key, f"{shown!r}: scheme {scheme or '(none)'!r} is not one of {allowed}", source=source)
-    if not parts.hostname:
-        raise ConfigError(key, f"{shown!r} has no host", source=source)
-    if port == 0:
-        raise ConfigError(key, f"{shown!r} has port 0", source=source)
-
-
 def camera_from_table(table: Any, path: str, source: str | None = None) -> CameraConfig:
     """Validate one camera table (``path`` prefixes the key in errors: ``cameras[0]`` in a file, ``""`` in the API)."""
     s = Section(table, path, source)
@@ -383,6 +355,8 @@ def parse_config(data: dict[str, Any], *, source: str | None = None, base: Path 
         live_viewers=srv.count("live_viewers", 200),
         live_viewers_per_token=srv.count("live_viewers_per_token", 32),
         live_linger_seconds=srv.duration("live_linger", 30.0, minimum=0.0, maximum=3600.0),
+        session_idle_seconds=srv.duration("session_idle", 1800.0, minimum=60.0, maximum=86400.0),
+        session_max_seconds=srv.duration("session_max", 43200.0, minimum=300.0, maximum=7 * 86400.0),
     )
     srv.finish()
 

@@ -18,6 +18,10 @@ protocol:
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
+
+from nvr.base.errors import ConfigError
+from nvr.base.redact import redact_url
 
 # scheme -> the ffmpeg protocols its input may open (the scheme's own first).
 PROTOCOLS: dict[str, tuple[str, ...]] = {
@@ -72,3 +76,35 @@ def check_lavfi(graph: str) -> None:
                               f"written as name=value ({example})")
         if not _VALUE.fullmatch(value):
             raise SourceError(f"lavfi option {key}: {value[:40]!r} is not a number, size or word ({example})")
+
+
+# Schemes ffmpeg reads from a camera; "lavfi" is the synthetic demo/test source.
+LOCAL_SCHEMES = {"lavfi"}
+
+
+def validate_camera_url(url: str, key: str, source: str | None = None) -> None:
+    """Refuse URLs ffmpeg can't open as a camera; the message never echoes credentials."""
+    shown = redact_url(url)
+    if not url or any(c.isspace() for c in url):
+        raise ConfigError(key, f"{shown!r} is not a URL (empty or contains spaces)", source=source)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(key, f"{shown!r} is malformed: {e}", source=source) from None
+    scheme = parts.scheme.lower()
+    if scheme in LOCAL_SCHEMES:
+        if not url.split(":", 1)[1]:
+            raise ConfigError(key, "lavfi: needs a source, e.g. lavfi:testsrc2=size=640x360:rate=15", source=source)
+        try:
+            check_lavfi(url.split(":", 1)[1])
+        except SourceError as e:
+            raise ConfigError(key, str(e), source=source) from None
+        return
+    if scheme not in NETWORK_SCHEMES:
+        allowed = ", ".join(sorted(NETWORK_SCHEMES | LOCAL_SCHEMES))
+        raise ConfigError(key, f"{shown!r}: scheme {scheme or '(none)'!r} is not one of {allowed}", source=source)
+    if not parts.hostname:
+        raise ConfigError(key, f"{shown!r} has no host", source=source)
+    if port == 0:
+        raise ConfigError(key, f"{shown!r} has port 0", source=source)

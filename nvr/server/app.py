@@ -46,6 +46,7 @@ from nvr.api.auth import create_token
 from nvr.api.deps import ClipSettings, Services
 from nvr.api.limits import ConcurrencyLimit
 from nvr.api.metrics import HttpMetrics, MetricsSources
+from nvr.api.sessions import SessionPolicy
 from nvr.api.urltokens import SECRET_BYTES, UrlSigner
 from nvr.base.errors import Kind, NvrError
 from nvr.base.ffmpeg import find_ffmpeg
@@ -420,6 +421,8 @@ class NvrServer:
             url_signer=self.url_signer, live=self.live,
             live_limit=ConcurrencyLimit("live viewers", self.cfg.server.live_viewers,
                                         self.cfg.server.live_viewers_per_token),
+            session_policy=SessionPolicy(round(self.cfg.server.session_idle_seconds * 1000),
+                                         round(self.cfg.server.session_max_seconds * 1000)),
         )
 
     async def _drain(self) -> None:

@@ -28,6 +28,7 @@ from storage.index.checkpoints import CheckpointRow, Checkpoints
 from storage.index.cluster import ClusterTables
 from storage.index.exports import ExportRow, Exports
 from storage.index.maintenance import Maintenance
+from storage.index.people import PeopleTables
 from storage.index.retention import RetentionTables
 from storage.index.segments import SegmentRow, SegmentTables
 
@@ -79,6 +80,7 @@ class Index(SegmentTables, AuditTables, CatalogTables):
         self.retention = RetentionTables(self._engine)
         self.maintenance = Maintenance(self._engine)
         self.cluster = ClusterTables(self._engine)
+        self.people = PeopleTables(self._engine)
 
     @property
     def dialect(self) -> str:

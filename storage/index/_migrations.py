@@ -282,6 +282,35 @@ def _cluster(tx: Tx) -> None:
             "VALUES (?, ?, ?, NULL, 0, 0, 0, 0) ON CONFLICT (camera) DO NOTHING", rows)
 
 
+PEOPLE = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    cameras TEXT,
+    password_hash TEXT NOT NULL,
+    created_ms {int} NOT NULL,
+    updated_ms {int} NOT NULL,
+    disabled_ms {int}
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    address TEXT NOT NULL,
+    created_ms {int} NOT NULL,
+    seen_ms {int} NOT NULL,
+    expires_ms {int} NOT NULL,
+    revoked_ms {int}
+);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_name)
+"""
+
+
+def _people(tx: Tx) -> None:
+    """Console users (Argon2id password hashes) and their login sessions (by the session id's hash)."""
+    tx.script(PEOPLE.format(**_TYPES[tx.dialect]))
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -293,7 +322,7 @@ class Migration:
 # have an id the database assigns (its sequence is moved past the copied ids).
 TABLES = ("meta", "ledger", "segments", "segment_skeletons", "audit", "tokens", "cameras", "checkpoints", "exports",
           "retention_rules", "retention_holds", "retention_pending", "retention_legal_holds", "retention_runs",
-          "nodes", "leases", "lease_epochs", "job_leases", "cluster_keys")
+          "nodes", "leases", "lease_epochs", "job_leases", "cluster_keys", "users", "sessions")
 SERIALS = {"retention_holds": "n", "retention_runs": "id"}
 
 
@@ -321,6 +350,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the first release", _first_release),
     Migration(2, "ledger columns for time and tombstone queries; no trigger", _portable_ledger),
     Migration(3, "cluster: nodes, camera leases and epochs, job leases, signing keys", _cluster),
+    Migration(4, "people: console users and their sessions", _people),
 )
 LATEST = MIGRATIONS[-1].version
 

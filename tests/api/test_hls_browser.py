@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from tests.api.conftest import A
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
-CHROMIUM = "/usr/bin/chromium"
 HLS_JS = Path(__file__).parent.parent / "support" / "vendor" / "hls.js" / "hls.light.min.js"
 PLAYER = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline></video>
 <script src="/__test__/hls.js"></script>
@@ -27,14 +25,6 @@ PLAYER = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline
   video.playbackRate = 4;
 </script>"""
 
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing in CI (scripts/test installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
-    return CHROMIUM
 
 
 async def test_a_playlist_plays_in_chromium_with_hls_js(api, chromium_path):

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from nvr.console import STATIC
 from tests.live.conftest import TC
 from tests.support.timecode import SCAN_HEIGHT, SCAN_WIDTH, decode_scan
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="package")]
 
-CHROMIUM = "/usr/bin/chromium"
 PAGE = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline></video>
 <canvas id="c" width="SCAN_WIDTH" height="SCAN_HEIGHT"></canvas>
 <script type="module">
-  import { LivePlayer } from "/__test__/liveplayer.js";
+  import { LivePlayer } from "/console/liveplayer.js";
   const video = document.getElementById("v");
   const player = new LivePlayer(video, new URLSearchParams(location.search).get("src"),
                                 { onState: (s, why) => window.states.push(s + (why ? ": " + why : "")) });
@@ -34,14 +30,6 @@ PAGE = """<!doctype html><meta charset="utf-8"><video id="v" muted playsinline><
 </script>""".replace("SCAN_WIDTH", str(SCAN_WIDTH)).replace("SCAN_HEIGHT", str(SCAN_HEIGHT))
 
 
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    if not os.access(CHROMIUM, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} missing in CI (scripts/test installs Debian's chromium)")
-        pytest.skip(f"{CHROMIUM} missing: apt-get install chromium")
-    return CHROMIUM
-
 
 async def test_the_websocket_feed_plays_through_mse_and_shows_the_capture_time(live, chromium_path):
     from playwright.async_api import async_playwright
@@ -57,9 +45,6 @@ async def test_the_websocket_feed_plays_through_mse_and_shows_the_capture_time(l
             page = await browser.new_page()
             await page.route(lambda url: "/__test__/live.html" in url,
                              lambda route: route.fulfill(body=PAGE, content_type="text/html"))
-            await page.route(lambda url: url.endswith("/__test__/liveplayer.js"),
-                             lambda route: route.fulfill(body=(STATIC / "liveplayer.js").read_bytes(),
-                                                         content_type="text/javascript"))
             said: list[str] = []
             page.on("console", lambda m: said.append(f"console {m.type}: {m.text}"))
             page.on("pageerror", lambda e: said.append(f"page error: {e}"))
