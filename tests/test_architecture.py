@@ -22,7 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nvr.config",),
     ("storage",),
     ("nvr.playback", "nvr.ingest", "nvr.recording", "retention", "nvr.custody", "nvr.cluster", "nvr.live"),
-    ("nvr.api", "nvr.console"),
+    ("nvr.console",),  # the console's files (no code the API imports but their directory)
+    ("nvr.api",),
     ("nvr.server",),
     ("nvr.cli",),
 )

@@ -29,7 +29,7 @@ from aiohttp import web
 from nvr.api.deps import INDEX, URL_SIGNER
 from nvr.api.guard import AUTH_GUARD
 from nvr.api.problem import Problem
-from nvr.api.sessions import COOKIE, SESSION, SESSION_POLICY, check_csrf, session_of
+from nvr.api.sessions import COOKIE, SESSION, SESSION_POLICY, SessionEnded, check_csrf, session_of
 from nvr.api.spec import URL_TOKEN, route_of
 from nvr.api.urltokens import BadUrlToken, Grant, UrlSigner
 from nvr.base.times import now_ms
@@ -108,7 +108,10 @@ def user_principal(user: UserRow) -> Principal:
 
 async def authenticate_session(request: web.Request, index: Index) -> Principal | None:
     """The person whose session cookie the request carries (CSRF checked), None without a cookie."""
-    row = await session_of(request, index, request.app[SESSION_POLICY])
+    try:
+        row = await session_of(request, index, request.app[SESSION_POLICY])
+    except SessionEnded as e:
+        raise Unauthenticated(e.detail, e.reason) from None
     if row is None:
         return None
     user = await asyncio.to_thread(index.people.user, row.user)
@@ -126,7 +129,10 @@ async def reauthenticate(request: web.Request) -> None:
     if link is not None:
         await authenticate_url(link, index, request.app[URL_SIGNER])
     elif request.get(SESSION) is not None:
-        await session_of(request, index, request.app[SESSION_POLICY])
+        try:
+            await session_of(request, index, request.app[SESSION_POLICY])
+        except SessionEnded as e:
+            raise Unauthenticated(e.detail, e.reason) from None
     else:
         await authenticate(request, index)
 

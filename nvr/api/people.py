@@ -131,8 +131,8 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     row = request.get(SESSION)
-    if row is None:
-        raise Problem(400, "logout ends a console session; this request carries a token, not a session cookie")
+    if row is None:  # a token, not a session: nothing to end (a token is revoked with `nvr token revoke`)
+        return json_reply({"ended": False})
     await asyncio.to_thread(request.app[INDEX].people.end_session, row.id_sha256)
     await request.app[AUDIT].record("logout", row.user, {"client": client_of(request)},
                                     actor=principal_of(request).actor)

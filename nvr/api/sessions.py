@@ -49,21 +49,27 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-async def session_of(request: web.Request, index: Index, policy: SessionPolicy) -> SessionRow | None:
-    """The live session the request's cookie names, None without a cookie; 401 for one that ended."""
-    from nvr.api.auth import Unauthenticated
+class SessionEnded(Exception):
+    """The cookie names no live session (``nvr.api.auth`` answers it 401); ``reason`` as for a bad token."""
 
+    def __init__(self, detail: str, reason: str | None):
+        super().__init__(detail)
+        self.detail, self.reason = detail, reason
+
+
+async def session_of(request: web.Request, index: Index, policy: SessionPolicy) -> SessionRow | None:
+    """The live session the request's cookie names, None without a cookie; ``SessionEnded`` for one that ended."""
     sid = request.cookies.get(COOKIE)
     if not sid:
         return None
     row = await asyncio.to_thread(index.people.session, session_hash(sid))
     now = now_ms()
     if row is None:
-        raise Unauthenticated("this session is unknown: log in again", "unknown")
+        raise SessionEnded("this session is unknown: log in again", "unknown")
     if row.revoked_ms is not None:
-        raise Unauthenticated("this session ended (logged out, or the user was changed): log in again", "revoked")
+        raise SessionEnded("this session ended (logged out, or the user was changed): log in again", "revoked")
     if now >= row.expires_ms or now - row.seen_ms >= policy.idle_ms:
-        raise Unauthenticated("this session expired: log in again", None)
+        raise SessionEnded("this session expired: log in again", None)
     if now - row.seen_ms >= TOUCH_EVERY_MS:
         await asyncio.to_thread(index.people.touch_session, row.id_sha256, now)
     return row

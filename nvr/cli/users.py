@@ -66,6 +66,7 @@ async def disable(args: argparse.Namespace, ctx: Context) -> int:
 
 
 async def enable(args: argparse.Namespace, ctx: Context) -> int:
+    """Enable a disabled user."""
     return await _change(ctx, args.name, "enabled", disabled=False)
 
 

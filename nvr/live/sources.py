@@ -8,12 +8,18 @@ current one is complete. The file is read through a descriptor opened once, so
 ingest may upload and unlink it meanwhile: the bytes stay readable until the
 tail closes it. Reads run in the feed's executor; the tail only ever reads,
 so nothing it does can slow or block the recording.
+
+The tail wakes when the directory changes (Linux inotify, :class:`DirWatch`),
+not on a timer: ffmpeg writes once a fragment, so a watched camera costs a few
+wake-ups a second instead of twenty polls (measured: 2.6 % of a core per
+watched camera with 50 ms polls). Where inotify is missing it polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
@@ -23,7 +29,61 @@ from pathlib import Path
 from nvr.live.boxstream import Unit, UnitParser
 from storage.spool import SEGMENT_RE
 
-POLL_S = 0.05  # how often a watched file is looked at: a fragment waits at most this long for its viewers
+POLL_S = 0.05  # without inotify, how often a watched file is looked at (a fragment waits at most this long)
+SAFETY_S = 1.0  # with inotify, a look this often anyway (an event lost to a full queue costs at most this)
+IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
+
+
+class DirWatch:
+    """Wakes its waiter when a directory's files are written or created (inotify), or after ``timeout``."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self._fd: int | None = None
+        self._event = asyncio.Event()
+        self._libc = None
+        try:
+            self._libc = ctypes.CDLL(None, use_errno=True)
+            self._libc.inotify_init1  # noqa: B018 (only Linux has it)
+        except (OSError, AttributeError):
+            self._libc = None
+
+    def _open(self) -> bool:
+        if self._fd is not None:
+            return True
+        if self._libc is None:
+            return False
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            self._libc = None
+            return False
+        mask = IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE
+        if self._libc.inotify_add_watch(fd, os.fsencode(self.dir), mask) < 0:  # no directory yet: poll for now
+            os.close(fd)
+            return False
+        self._fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+        return True
+
+    def _readable(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._fd, 65536):  # a few event records: the events themselves don't matter
+                pass
+        self._event.set()
+
+    async def wait(self, poll: float) -> None:
+        """Until the directory changes (at most ``SAFETY_S``), or ``poll`` seconds without inotify."""
+        watched = self._open()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), SAFETY_S if watched else poll)
+        self._event.clear()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
 READ_CHUNK = 4 * 1024 * 1024
 
 
@@ -48,6 +108,12 @@ def _read(fd: int, offset: int) -> bytes:
     return os.pread(fd, READ_CHUNK, offset)
 
 
+def _poll(fd: int, offset: int, camera_dir: Path, name: str) -> tuple[bytes, bool]:
+    """New bytes of the file, and (when there are none) whether a newer file exists: one hand-off, not two."""
+    data = os.pread(fd, READ_CHUNK, offset)
+    return data, (not data and newest_segment(camera_dir) not in (name, None))
+
+
 class SpoolTail:
     """The units of a camera's spool files as they are written, from the newest file's next fragment on."""
 
@@ -56,6 +122,7 @@ class SpoolTail:
         self.executor = executor
         self.poll = poll
         self.file: str | None = None
+        self.watch = DirWatch(camera_dir)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -69,7 +136,7 @@ class SpoolTail:
             while True:
                 name = await self._run(newest_segment, self.dir)
                 if name is None or name == self.file:
-                    await asyncio.sleep(self.poll)
+                    await self.watch.wait(self.poll)
                     continue
                 try:
                     new_fd = await self._run(os.open, str(self.dir / name), os.O_RDONLY)
@@ -82,6 +149,7 @@ class SpoolTail:
                     yield SourceUnit(name, unit)
                 catch_up = False
         finally:
+            self.watch.close()
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -97,17 +165,17 @@ class SpoolTail:
                     if unit.kind == "init":
                         yield unit
         while True:
-            data = await self._run(_read, fd, offset)
+            data, newer = await self._run(_poll, fd, offset, self.dir, name)
             if data:
                 offset += len(data)
                 for unit in parser.feed(data):
                     yield unit
                 continue
-            if await self._run(newest_segment, self.dir) not in (name, None):
+            if newer:
                 # ffmpeg closed this file before it opened the newer one: one last read takes its end.
                 while data := await self._run(_read, fd, offset):
                     offset += len(data)
                     for unit in parser.feed(data):
                         yield unit
                 return
-            await asyncio.sleep(self.poll)
+            await self.watch.wait(self.poll)

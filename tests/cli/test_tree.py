@@ -16,9 +16,10 @@ from nvr.cli.main import execute, run
 from nvr.cli.tree import COMMANDS, Command, build_parser
 from storage.errors import IntegrityError
 
-TOP = ["serve", "segments", "fetch", "keys", "token", "verify", "verify-bundle", "reindex", "retention",
+TOP = ["serve", "segments", "fetch", "keys", "user", "token", "verify", "verify-bundle", "reindex", "retention",
        "index", "cluster", "check-config"]
-LEAVES = {"serve", "segments", "fetch", "keys", "token create", "token revoke", "token list", "verify",
+LEAVES = {"serve", "segments", "fetch", "keys", "user add", "user passwd", "user disable", "user enable", "user list",
+          "token create", "token revoke", "token list", "verify",
           "verify-bundle", "reindex", "retention run", "retention preview", "index status", "index migrate", "cluster status",
           "check-config"}
 
@@ -74,7 +75,8 @@ def test_common_options_stand_on_every_command():
     p = build_parser()
     for leaf in LEAVES:
         required = {"fetch": ["x:1", "-o", "f"], "keys": ["list"], "token create": ["--name", "a", "--role", "admin"],
-                    "token revoke": ["a"], "verify": ["--camera", "a", "--start", "s", "--end", "e"],
+                    "token revoke": ["a"], "user add": ["a", "--role", "viewer"], "user passwd": ["a"],
+                    "user disable": ["a"], "user enable": ["a"], "verify": ["--camera", "a", "--start", "s", "--end", "e"],
                     "verify-bundle": ["b.zip"], "index migrate": ["--to", "postgresql://nvr@db/nvr"]}.get(leaf, [])
         args = p.parse_args([*leaf.split(), *required, "--data-dir", "/d", "--log-level", "debug"])
         assert (args.data_dir, args.log_level, args.config) == (Path("/d"), "debug", None)
