@@ -31,6 +31,8 @@ from storage.spool import SEGMENT_RE
 
 POLL_S = 0.05  # without inotify, how often a watched file is looked at (a fragment waits at most this long)
 SAFETY_S = 1.0  # with inotify, a look this often anyway (an event lost to a full queue costs at most this)
+# ffmpeg writes a fragment in 32 KiB pieces, an event each: the tail looks once the burst is over.
+COALESCE_S = 0.02
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x80, 0x100
 
 
@@ -76,6 +78,8 @@ class DirWatch:
         watched = self._open()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event.wait(), SAFETY_S if watched else poll)
+            if watched:
+                await asyncio.sleep(COALESCE_S)
         self._event.clear()
 
     def close(self) -> None:
