@@ -84,16 +84,7 @@ def _recording_balanced(c) -> dict[str, tuple[str, int]] | None:
 
 def _overlaps(c) -> int:
     """Pairs of stored segments of one camera from different (node, epoch) overlapping by more than 10 ms."""
-    found = 0
-    for camera in CAMERAS:
-        segs = sorted(c.segments(camera), key=lambda s: s.start_ms)
-        for i, a in enumerate(segs):
-            for b in segs[i + 1:]:
-                if b.start_ms >= a.end_ms:
-                    break
-                if (a.node, a.epoch) != (b.node, b.epoch) and a.end_ms - b.start_ms > 10:
-                    found += 1
-    return found
+    return len(c.overlaps(CAMERAS, 10))
 
 
 def failover(mode: Mode, work: Path, pg, s3) -> dict[str, Any]:

@@ -89,6 +89,7 @@ def build_app(services: Services) -> web.Application:
                           middlewares=[count_requests, problem_middleware, auth_middleware, validate_middleware])
     install(app, services)
     app[AUTH_GUARD] = AuthGuard(services.auth_limits, services.audit)
+    app[people.LOGIN_FAILURES_BY_NAME] = {}
     app.on_cleanup.append(close_guard)
     app[ROUTE_TABLE] = _table()
     app[service.OPENAPI] = openapi_document()

@@ -121,7 +121,7 @@ async def _next(request: web.Request, s: _Session, viewer: Viewer, gone: Callabl
 async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveInit], Awaitable[None]],
                   send_init: Callable[[LiveInit], Awaitable[None]],
                   send_media: Callable[[LiveFragment, bytes, Retimer, Viewer], Awaitable[None]],
-                  gone: Callable[[], bool], one_config: bool) -> web.StreamResponse | None:
+                  gone: Callable[[], bool], one_config: bool) -> None:
     """One live session over either door: limits, the first picture, audits, and the send loop."""
     who, hub, audit = principal_of(request), request.app[LIVE], request.app[AUDIT]
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
@@ -169,7 +169,6 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
                     "end": ms_to_rfc3339(ended), "seconds": round((ended - s.started_ms) / 1000, 1),
                     "bytes": viewer.sent_bytes, "fragments": viewer.sent_fragments, "skipped": viewer.skipped,
                     "skips": viewer.skips, "reason": s.reason}, actor=who.actor))
-    return None
 
 
 # ---------------------------------------------------------------------- the doors

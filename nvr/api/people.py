@@ -44,7 +44,8 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 LOGIN_FAILURES = 5  # failed logins of one user name ...
 LOGIN_WINDOW_S = 300.0  # ... within this many seconds before its next attempts wait
-_FAILURES: web.AppKey[dict[str, collections.deque[float]]] = web.AppKey("nvr.login_failures")
+# Failed logins by user name; made by build_app (a started application takes no new keys).
+LOGIN_FAILURES_BY_NAME: web.AppKey[dict[str, collections.deque[float]]] = web.AppKey("nvr.login_failures")
 USER = Id("user", r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", "1-64 letters, digits, '_', '.', '@' or '-'",
           check=lambda v: TOKEN_NAME_RE.match(v) is not None, max_length=64)
 
@@ -78,7 +79,7 @@ def user_json(u: UserRow) -> dict[str, Any]:
 
 
 def _failures(request: web.Request, name: str) -> collections.deque[float]:
-    table = request.app.setdefault(_FAILURES, {})  # type: ignore[arg-type]
+    table = request.app[LOGIN_FAILURES_BY_NAME]
     if len(table) > 10_000:
         table.clear()
     found = table.setdefault(name, collections.deque(maxlen=LOGIN_FAILURES))

@@ -49,7 +49,6 @@ class FeedStats:
     bytes_sent: int = 0
     fragments: int = 0  # fragments the feed read from the spool
     skipped: int = 0  # fragments viewers dropped because they fell behind
-    last_wall_ms: int | None = None  # capture time of the newest fragment
 
 
 @dataclass
@@ -137,7 +136,6 @@ class LiveHub:
             fragment = timeline.fragment(su.unit.data, wall_start_ms=wall, arrived_ms=now_ms())
             feed.latest = fragment
             feed.stats.fragments += 1
-            feed.stats.last_wall_ms = fragment.wall_ms
             for viewer in list(feed.viewers):
                 viewer.offer(fragment)
 
@@ -145,16 +143,13 @@ class LiveHub:
         """Count ``size`` bytes sent to a viewer of ``camera``."""
         self.stats.setdefault(camera, FeedStats()).bytes_sent += size
 
-    def viewers(self) -> int:
-        return sum(len(f.viewers) for f in self.feeds.values())
-
     def snapshot(self) -> dict[str, FeedStats]:
         """Every camera's counters now (its streams together), the skips of viewers still watching included."""
         out = {}
         for camera, stats in self.stats.items():
             watching = [v for s in STREAMS if (f := self.feeds.get((camera, s))) is not None for v in f.viewers]
             out[camera] = FeedStats(len(watching), stats.sessions, stats.bytes_sent, stats.fragments,
-                                    stats.skipped + sum(v.skipped for v in watching), stats.last_wall_ms)
+                                    stats.skipped + sum(v.skipped for v in watching))
         return out
 
     def write_metrics(self, exp: Exposition) -> None:

@@ -47,10 +47,6 @@ class LiveFragment:
     wall_source: str  # "recorder": placed by the recorder's clock; "arrival": when it reached the spool
     seq: int  # 1, 2, … in the feed
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
 
 class FeedTimeline:
     """Turns a source's units (file by file) into :class:`LiveFragment`\\ s on one continuous timeline."""

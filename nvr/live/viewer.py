@@ -42,10 +42,6 @@ class Viewer:
         self.sent_bytes = 0
         self.sent_fragments = 0
 
-    @property
-    def queued_bytes(self) -> int:
-        return sum(f.size for f, _ in self._queue)
-
     def offer(self, fragment: LiveFragment) -> None:
         """Queue ``fragment`` (never waits); a full queue is dropped first, so the viewer skips ahead."""
         if self.ended is not None:

@@ -85,18 +85,7 @@ def new_segment_by_other(c: Cluster, camera: str, node: str, after_epoch: int) -
 
 def overlaps(c: Cluster) -> list[str]:
     """Pairs of stored segments of one camera, recorded under different (node, epoch), overlapping in time."""
-    found = []
-    for camera in CAMERAS:
-        segs = sorted(c.segments(camera), key=lambda s: s.start_ms)
-        for i, a in enumerate(segs):
-            for b in segs[i + 1:]:
-                if b.start_ms >= a.end_ms:
-                    break
-                if (a.node, a.epoch) != (b.node, b.epoch) and a.end_ms - b.start_ms > OVERLAP_MS:
-                    found.append(f"{camera}: seq {a.seq} ({a.node} epoch {a.epoch}, {a.start_ms}-{a.end_ms}) and "
-                                 f"seq {b.seq} ({b.node} epoch {b.epoch}, {b.start_ms}-{b.end_ms}) overlap by "
-                                 f"{a.end_ms - b.start_ms} ms")
-    return found
+    return c.overlaps(CAMERAS, OVERLAP_MS)
 
 
 # ---------------------------------------------------------------------- 1. balance

@@ -312,6 +312,22 @@ class Cluster:
                            rec.get("epoch")))
         return out
 
+    def overlaps(self, cameras, slack_ms: int) -> list[str]:
+        """Pairs of stored segments of one camera, recorded under different (node, epoch), overlapping by more
+        than ``slack_ms``: two nodes recording one camera at once, checked on the footage, not on logs."""
+        found = []
+        for camera in cameras:
+            segs = sorted(self.segments(camera), key=lambda s: s.start_ms)
+            for i, a in enumerate(segs):
+                for b in segs[i + 1:]:
+                    if b.start_ms >= a.end_ms:
+                        break
+                    if (a.node, a.epoch) != (b.node, b.epoch) and a.end_ms - b.start_ms > slack_ms:
+                        found.append(f"{camera}: seq {a.seq} ({a.node} epoch {a.epoch}, {a.start_ms}-{a.end_ms}) and "
+                                     f"seq {b.seq} ({b.node} epoch {b.epoch}, {b.start_ms}-{b.end_ms}) overlap by "
+                                     f"{a.end_ms - b.start_ms} ms")
+        return found
+
     def audit_actions(self) -> list[str]:
         return [e.action for e in self.index.audit_entries()]
 
