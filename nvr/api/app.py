@@ -27,6 +27,7 @@ from nvr.api import (
     people,
     retention,
     service,
+    tokens,
 )
 from nvr.api.auth import auth_middleware
 from nvr.api.deps import METRICS, Services, install
@@ -47,7 +48,7 @@ SERVER_OPTIONS: dict[str, Any] = {
     "keepalive_timeout": IDLE_SECONDS, "max_line_size": 8190, "max_field_size": 8190, "max_headers": 64,
 }
 # One module per OpenAPI tag (retention and holds share nothing but the service).
-MODULES = (service, console, people, cameras, footage, hls, live, audit, custody, retention, holds, cluster)
+MODULES = (service, console, people, tokens, cameras, footage, hls, live, audit, custody, retention, holds, cluster)
 ROUTES: tuple[Route, ...] = tuple(r for m in MODULES for r in m.ROUTES)
 SCHEMAS: dict[str, Any] = {name: schema for m in MODULES for name, schema in m.SCHEMAS.items()}
 

@@ -154,13 +154,15 @@ async def whoami(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- users (admin)
 
 
-def _role(value: Any) -> str:
+def role_of(value: Any) -> str:
+    """A role of the request body, checked (users and tokens)."""
     if value not in ROLES:
         raise InvalidInput(f"role: one of {', '.join(ROLES)}", field="role")
     return value
 
 
-def _cameras(value: Any) -> list[str] | None:
+def camera_list(value: Any) -> list[str] | None:
+    """A camera scope of the request body: sorted ids, or None for every camera."""
     if value is None:
         return None
     if not isinstance(value, list) or not value or not all(isinstance(c, str) and is_camera_id(c) for c in value):
@@ -181,7 +183,7 @@ async def create_user(request: web.Request) -> web.Response:
     if unknown:
         raise InvalidInput(f"{unknown[0]}: unknown field; accepted: name, role, cameras, password", field=unknown[0])
     name = USER.parse("name", body.get("name") if isinstance(body.get("name"), str) else "")
-    role, cameras = _role(body.get("role")), _cameras(body.get("cameras"))
+    role, cameras = role_of(body.get("role")), camera_list(body.get("cameras"))
     digest = await asyncio.to_thread(hash_password, check_password(body.get("password")))
     try:
         user = await asyncio.to_thread(request.app[INDEX].people.add_user, name=name, role=role, cameras=cameras,
@@ -203,9 +205,9 @@ async def update_user(request: web.Request) -> web.Response:
                            field=unknown[0])
     changes: dict[str, Any] = {}
     if "role" in body:
-        changes["role"] = _role(body["role"])
+        changes["role"] = role_of(body["role"])
     if "cameras" in body:
-        changes["cameras"] = _cameras(body["cameras"])
+        changes["cameras"] = camera_list(body["cameras"])
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
             raise InvalidInput("disabled: true or false", field="disabled")
