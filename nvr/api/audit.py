@@ -148,7 +148,7 @@ async def audit_log(request: web.Request) -> web.Response:
     scanned, last_seen, ended = 0, None, False
     while len(shown) <= limit and not ended and scanned < MAX_SCAN:
         n = limit + 1 if who.cameras is None else min(BATCH, MAX_SCAN - scanned)
-        rows = await asyncio.to_thread(read, actor=q["actor"], action=q["action"], start_ms=q["start"],
+        rows = await asyncio.to_thread(read, actor=q["actor"], action=q["action"], target=q["target"], start_ms=q["start"],
                                        end_ms=q["end"], after_id=after, limit=n)
         ended = len(rows) < n
         for e in rows:
@@ -182,6 +182,8 @@ SCHEMAS: dict[str, Any] = {
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/audit", audit_log, "evidence", "The audit log, filtered and paged", tag="audit",
           query=(START, END, Param("actor", Text(1, 128), "Only this actor"),
-                 Param("action", Text(1, 128), "Only this action"), LIMIT, CURSOR),
+                 Param("action", Text(1, 128), "Only this action"),
+                 Param("target", Text(1, 256), "Only entries about this (a camera, segment, user, hold, ...)"),
+                 LIMIT, CURSOR),
           responses={200: "AuditPage"}),
 )

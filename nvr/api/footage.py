@@ -75,16 +75,21 @@ MAX_CORRECTIONS = 1000  # placement corrections a timeline lists (a camera re-an
 async def timeline(request: web.Request) -> web.Response:
     start, end = request[QUERY]["start"], request[QUERY]["end"]
     cid = await visible_camera(request, request[IDS]["id"], footage=True)
-    # Footage deleted by retention is no longer recorded footage: it shows as a gap.
-    spans = await asyncio.to_thread(request.app[INDEX].spans, cid, start, end, state="stored")
+    # Footage deleted by retention is no longer recorded footage: it shows as a gap, and where it was is said.
+    index = request.app[INDEX]
+    spans = await asyncio.to_thread(index.spans, cid, start, end, state="stored")
     recorded, gaps = merge_ranges(spans, start, end)
-    iso = [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in recorded]
+    deleted, _ = merge_ranges(await asyncio.to_thread(index.spans, cid, start, end, state="deleted"), start, end)
     return json_reply({
-        "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": iso,
-        "gaps": [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in gaps],
+        "camera": cid, "start": ms_to_rfc3339(start), "end": ms_to_rfc3339(end), "recorded": _iso(recorded),
+        "gaps": _iso(gaps), "deleted": _iso(deleted),
         "recorded_seconds": sum(e - s for s, e in recorded) / 1000,
         "corrections": await _corrections(request, cid, start, end),
     })
+
+
+def _iso(ranges: list[tuple[int, int]]) -> list[dict[str, str]]:
+    return [{"start": ms_to_rfc3339(s), "end": ms_to_rfc3339(e)} for s, e in ranges]
 
 
 async def _corrections(request: web.Request, cid: str, start: int, end: int) -> list[dict[str, Any]]:

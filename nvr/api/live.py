@@ -138,8 +138,9 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
             if item is None:
                 raise Problem(503, f"camera {s.camera}'s live feed ended: {viewer.ended}", headers={"Retry-After": "5"})
             s.started_ms = now_ms()
+            via = "link" if url_grant(request) else ("session" if who.kind == "user" else "bearer")
             await audit.record("live.start", s.camera, {
-                "door": s.door, "stream": s.stream, "client": client_of(request), "via": "link" if url_grant(request) else "bearer",
+                "door": s.door, "stream": s.stream, "client": client_of(request), "via": via,
                 "until": ms_to_rfc3339(s.until_ms) if s.until_ms else None}, actor=who.actor)
             retimer, config, checked = Retimer(), None, [time.monotonic()]
             try:

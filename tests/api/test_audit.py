@@ -26,6 +26,9 @@ async def test_audit_log_is_chained_and_filterable(api):
     resp = await api.get("/api/v1/audit?actor=token:viewer&limit=1000", "evidence")
     entries = (await resp.json())["entries"]
     assert entries and all(e["actor"] == "token:viewer" for e in entries)
+    about = await api.json("GET", f"/api/v1/audit?target={entries[-1]['target']}&limit=1000", "evidence")
+    assert about["entries"] and all(e["target"] == entries[-1]["target"] for e in about["entries"])
+    assert {e["id"] for e in about["entries"]} >= {entries[-1]["id"]}
     everything = api.srv.backend.index.audit_entries()
     for prev, cur in zip(everything, everything[1:], strict=False):
         assert cur.prev == prev.hash

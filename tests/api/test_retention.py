@@ -162,6 +162,14 @@ async def test_one_minute_max_age_on_a_recording_camera_with_a_hold(retention_ap
         assert stones[r.seq]["segment_record"] == r.record_hash and stones[r.seq]["rule"] == "max_age"
         assert store.stat(r.object_key, r.version_id) is None
     assert verify_chain(YARD, index.ledger_records(YARD)) == []
+    # The timeline says where footage was deleted (a gap of recorded footage, not a hole nobody explains).
+    q = {"start": ms_to_rfc3339(rows[0].start_ms), "end": ms_to_rfc3339(rows[-1].end_ms)}
+    tl = await api.json("GET", f"/api/v1/cameras/{YARD}/timeline", "viewer", params=q)
+    assert [(d["start"], d["end"]) for d in tl["deleted"]] == [
+        (ms_to_rfc3339(rows[0].start_ms), ms_to_rfc3339(rows[4].end_ms)),
+        (ms_to_rfc3339(rows[9].start_ms), ms_to_rfc3339(rows[-1].end_ms))]
+    assert [(r["start"], r["end"]) for r in tl["recorded"]] == [
+        (ms_to_rfc3339(held[0].start_ms), ms_to_rfc3339(held[-1].end_ms))]
 
     # Held objects carry the S3 legal hold; S3 itself refuses to delete them.
     for r in held:
