@@ -14,7 +14,8 @@ from tests.conftest import make_config, wait_segments
 
 TC, CLIP = "street", "yard"
 PASSWORD = "correct horse battery"
-PEOPLE = {"alice": ("viewer", None), "bob": ("viewer", [CLIP]), "root": ("admin", None), "guesser": ("viewer", None)}
+PEOPLE = {"alice": ("viewer", None), "bob": ("viewer", [CLIP]), "root": ("admin", None), "guesser": ("viewer", None),
+          "eve": ("evidence", None)}
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")

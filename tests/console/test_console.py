@@ -98,11 +98,18 @@ async def test_a_camera_scoped_person_sees_only_their_cameras(console, chromium_
     async with async_playwright() as pw:
         browser = await _browser(pw, chromium_path)
         try:
-            page = await browser.new_page(bypass_csp=True)
+            # Under the console's own CSP (no bypass): nothing the pages do may be refused by it.
+            page = await browser.new_page()
+            refused: list[str] = []
+            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
             await _login(page, console.base, "bob")
             await page.wait_for_selector(f'.tile[data-camera="{CLIP}"]')
             tiles = await page.eval_on_selector_all(".tile", "ts => ts.map(t => t.dataset.camera)")
             assert tiles == [CLIP]
+            # Four tiles by default: two columns, laid out through the CSSOM the CSP allows.
+            columns = await page.eval_on_selector("#wall", "w => getComputedStyle(w).gridTemplateColumns")
+            assert len(columns.split()) == 2, columns
+            assert refused == [], refused
             # Their direct requests for another camera's URLs: 404, as for a camera that does not exist.
             for path in (f"/api/v1/cameras/{TC}/status", f"/api/v1/cameras/{TC}/live.mp4",
                          f"/api/v1/cameras/{TC}/segments", "/api/v1/cameras/no-such-camera/status"):
@@ -110,6 +117,13 @@ async def test_a_camera_scoped_person_sees_only_their_cameras(console, chromium_
                 assert status == 404, path
         finally:
             await browser.close()
+
+
+VOD_STATE = """() => { const v = document.getElementById('vod'), b = v.buffered, r = [];
+  for (let i = 0; i < b.length; i++) r.push([b.start(i), b.end(i)]);
+  return {t: v.currentTime, paused: v.paused, ready: v.readyState, error: v.error && v.error.message, buffered: r,
+          message: document.getElementById('message').textContent,
+          clicked: document.getElementById('timeline').dataset.clicked}; }"""
 
 
 async def test_the_camera_day_shows_a_real_gap_and_a_click_plays_that_instant(console, rtsp, chromium_path):
@@ -138,8 +152,12 @@ async def test_the_camera_day_shows_a_real_gap_and_a_click_plays_that_instant(co
             target = tc_rows[2].start_ms + 1300
             x = box["x"] + (target - box["start"]) / (box["end"] - box["start"]) * box["w"]
             await page.mouse.click(x, box["y"] + box["h"] / 2)
-            await page.wait_for_function("document.getElementById('vod').currentTime > 0 && "
-                                         "!document.getElementById('vod').paused", timeout=30_000)
+            try:
+                await page.wait_for_function("document.getElementById('vod').currentTime > 0 && "
+                                             "!document.getElementById('vod').paused", timeout=30_000)
+            except Exception as e:  # what the page knew, for whoever reads the failure
+                state = await page.evaluate(VOD_STATE)
+                raise AssertionError(f"playback did not start: {state}") from e
             await page.evaluate("document.getElementById('vod').pause()")
             await page.wait_for_function("document.getElementById('vclock').textContent.length > 0")
             await page.wait_for_timeout(300)  # the page's clock refreshes every 200 ms: let it show the paused frame

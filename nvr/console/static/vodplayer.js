@@ -67,7 +67,7 @@ export class VodPlayer {
     this.sb.mode = "segments";
     await this._append(await first.arrayBuffer());
     this.initUri = this.items[index].init;
-    this.next = index;
+    this.first = this.next = index;
     await this._fill(generation);
     this.video.currentTime = media;
     this.video.play().catch(() => {});
@@ -82,6 +82,13 @@ export class VodPlayer {
         }
       }
     };
+  }
+
+  // Put the playhead on wall time w: a seek when that footage is loaded already, a fresh start when not.
+  async seekWall(w) {
+    const { index, media } = this.locate(w);
+    if (this.sb && index >= this.first && index < this.next) this.video.currentTime = media;
+    else await this.playFrom(w);
   }
 
   _append(bytes) {
