@@ -2,7 +2,8 @@
 only after their preview, people and tokens (a token shown once), the audit log filtered and paged.
 
 One browser launch for all of it (the console suite's time budget). Screenshots: docs/console/admin-cameras.png,
-admin-retention.png, admin-people.png, audit.png.
+admin-retention.png, admin-people.png, audit.png,
+system.png.
 """
 
 from __future__ import annotations
@@ -270,6 +271,16 @@ async def test_an_admin_manages_cameras_retention_people_and_reads_the_audit_log
                                          timeout=WAIT)
             assert await page.eval_on_selector_all("#audit-log tbody tr[data-id]", "rs => rs.map(r => r.dataset.actor)") \
                 == ["user:root"]
+
+            # ---------------------------------------------------------------- the system page
+            await page.click("#nav-system")
+            await page.wait_for_selector("#cluster", timeout=WAIT)
+            cams = await page.eval_on_selector_all("#recording tbody tr", "rs => rs.map(r => r.dataset.camera)")
+            assert cams == sorted([TC, CLIP]), cams
+            assert "single node" in await page.text_content("#cluster")  # the API's 404, in its words
+            storage = await page.text_content("#storage")
+            assert "spool" in storage and "stalled" not in storage, storage  # the server's parts, for an admin of all
+            await page.screenshot(path=str(SHOTS / "system.png"))
             assert errors == [], errors
         finally:
             await browser.close()

@@ -109,6 +109,13 @@ async def test_a_camera_scoped_person_sees_only_their_cameras(console, chromium_
             # Four tiles by default: two columns, laid out through the CSSOM the CSP allows.
             columns = await page.eval_on_selector("#wall", "w => getComputedStyle(w).gridTemplateColumns")
             assert len(columns.split()) == 2, columns
+            # The System page: their camera's recording only, no word of the others, no cluster for a viewer.
+            await page.click("#nav-system")
+            await page.wait_for_selector("#recording tbody tr")
+            rows = await page.eval_on_selector_all("#recording tbody tr", "rs => rs.map(r => r.dataset.camera)")
+            assert rows == [CLIP], rows
+            assert TC not in await page.text_content("#system")
+            assert await page.query_selector("#keys tbody tr") and not await page.query_selector("#cluster")
             assert refused == [], refused
             # Their direct requests for another camera's URLs: 404, as for a camera that does not exist.
             for path in (f"/api/v1/cameras/{TC}/status", f"/api/v1/cameras/{TC}/live.mp4",

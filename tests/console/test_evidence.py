@@ -1,7 +1,7 @@
-"""The evidence tools of the camera page in a real browser: select a range, verify it, hold it, export it.
+"""The evidence tools of the camera page in a real browser: select a range, list and verify it, hold it, export it.
 
 The bundle the browser downloads is checked by ``nvr verify-bundle`` in its own process, with nothing but the
-node's public key (what a court's expert has). Screenshots: docs/console/evidence.png, camera-sync.png.
+node's public key downloaded from the System page (what a court's expert has). Screenshots: docs/console/evidence.png, camera-sync.png.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ async def test_a_range_selected_on_the_timeline_is_verified_held_and_exported(co
             assert abs(start - t0) < 500 and abs(end - t1) < 500, (start - t0, end - t1)
             covered = [r for r in index.segments(TC) if r.end_ms > start and r.start_ms < end]
 
+            # The segments of the selection, with the footage hashes the ledger holds.
+            await page.click("#list-segments")
+            await page.wait_for_selector("#segments tbody tr")
+            listed = await page.eval_on_selector_all("#segments tbody tr",
+                                                     "rs => rs.map(r => [r.dataset.segment, r.dataset.sha256])")
+            assert listed == [[r.id, r.sha256] for r in covered], listed
+
             # Verify: a row per segment of the range, each in words.
             await page.click("#verify-form button")
             await page.wait_for_selector("#verify-report")
@@ -92,7 +99,17 @@ async def test_a_range_selected_on_the_timeline_is_verified_held_and_exported(co
             bundle = tmp_path / "bundle.zip"
             await (await download.value).save_as(bundle)
             assert await page.get_attribute("#export-status", "data-state") == "done"
+            # The public key the court checks it with, from the System page, with its fingerprint.
+            await page.goto(f"{console.base}/#system")
+            await page.wait_for_selector('#keys tr[data-current="true"]')
             keys = await page.evaluate("fetch('/api/v1/keys').then(r => r.json())")
+            current = next(k for k in keys["keys"] if k["current"])
+            assert current["fingerprint_sha256"] in await page.text_content('#keys tr[data-current="true"]')
+            async with page.expect_download() as download:
+                await page.click('#keys tr[data-current="true"] a')
+            pem = tmp_path / "node.pem"
+            await (await download.value).save_as(pem)
+            assert pem.read_text() == current["public_key_pem"]
             assert errors == [], errors
 
             # Two cameras in sync: both play, each showing the same capture time.
@@ -117,8 +134,6 @@ async def test_a_range_selected_on_the_timeline_is_verified_held_and_exported(co
             await browser.close()
 
     # The court's check, in its own process, trusting nothing but the node's public key.
-    pem = tmp_path / "node.pem"
-    pem.write_text(next(k for k in keys["keys"] if k["current"])["public_key_pem"])
     empty = tmp_path / "court"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "NVR_CONFIG"}

@@ -174,10 +174,33 @@ function footageTools(camera, path, sel, start, end) {
     out.replaceChildren(`${kind === "vod" ? "HLS playlist" : "live MP4"} for ffplay, VLC or Safari, valid until ${shown(Date.parse(made.expires))}: `,
                         h("code", { id: `${kind}-url` }, url));
   };
+  const list = h("div", { id: "segments" });
+  // The stored segments of the selection, a page at a time: their hashes, sizes and bytes as stored.
+  const listSegments = async (cursor) => {
+    const [s, e] = chosen();
+    const got = await api("GET", `${path}/segments?start=${iso(s)}&end=${iso(e)}&limit=100${cursor ? `&cursor=${cursor}` : ""}`);
+    let body = list.querySelector("tbody");
+    if (!cursor || !body) {
+      body = h("tbody");
+      list.replaceChildren(h("table", { class: "report" }, h("thead", {}, h("tr", {},
+        ["segment", "start (UTC)", "seconds", "bytes", "SHA-256 of the footage", ""].map((t) => h("th", {}, t)))), body));
+    }
+    list.querySelector(".more")?.remove();
+    body.append(...got.segments.map((g) => h("tr", { dataset: { segment: g.id, sha256: g.sha256 } },
+      h("td", {}, `#${g.seq}`), h("td", {}, shown(Date.parse(g.start))), h("td", {}, g.duration.toFixed(2)),
+      h("td", {}, String(g.size)), h("td", {}, h("code", { title: g.sha256 }, `${g.sha256.slice(0, 16)}…`)),
+      h("td", {}, h("a", { href: g.content_url, download: "" }, "bytes")))));
+    if (!body.children.length) list.replaceChildren(h("p", {}, "No stored segment in this range."));
+    if (got.next_cursor) {
+      list.append(h("button", { type: "button", class: "more", onclick: () => listSegments(got.next_cursor).catch(() => {}) },
+                    "More segments"));
+    }
+  };
   return h("div", { class: "tools" }, "The selection (or the whole window): ", clip,
     h("button", { type: "button", id: "vod-link", onclick: () => link("vod").catch(() => {}) }, "Link for a player"),
     h("button", { type: "button", id: "live-link", onclick: () => link("live").catch(() => {}) }, "Live link for a player"),
-    out);
+    h("button", { type: "button", id: "list-segments", onclick: () => listSegments(null).catch(() => {}) }, "List its segments"),
+    out, list);
 }
 
 // A hold's details and its release (a reason is required; the release is audited).

@@ -1,10 +1,11 @@
 // The nvr console: log in, then the pages a person's role allows. Plain modules, no bundler; every request
 // is same-origin with the session cookie, every state-changing one with the session's CSRF token (ui.js).
-// Pages: #wall, #camera/<id>, #audit (evidence), #admin/cameras, #admin/retention, #admin/people (admin).
+// Pages: #wall, #camera/<id>, #system, #audit (evidence), #admin/cameras, #admin/retention, #admin/people (admin).
 import { showAdmin } from "/console/admin.js";
 import { showAudit } from "/console/audit.js";
 import { showCamera } from "/console/camera.js";
 import { api, everyCamera, h, hooks, leavePage, may, problemText, say, state } from "/console/ui.js";
+import { showSystem } from "/console/system.js";
 import { showWall } from "/console/wall.js";
 
 const app = document.getElementById("app");
@@ -41,6 +42,7 @@ hooks.loggedOut = showLogin;
 // The navigation offers what the person's role and scope allow, nothing the API would refuse.
 const PAGES = [
   ["#wall", "Wall", () => true],
+  ["#system", "System", () => true],
   ["#audit", "Audit log", () => may("evidence")],
   ["#admin/cameras", "Cameras", () => may("admin")],
   ["#admin/retention", "Retention", () => may("admin") && everyCamera()],
@@ -67,6 +69,7 @@ function route() {
   let shown;
   const cam = hash.match(/^#camera\/([^?]+)(?:\?(.*))?$/);
   if (cam) shown = showCamera(app, cam[1], new URLSearchParams(cam[2] || ""));
+  else if (hash === "#system") shown = showSystem();
   else if (hash === "#audit" && may("evidence")) shown = showAudit(app);
   else if (hash.startsWith("#admin/") && may("admin")) shown = showAdmin(app, hash.slice(7));
   else shown = showWall(app, Number(layout.value));
