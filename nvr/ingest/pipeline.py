@@ -81,6 +81,25 @@ class IngestStats:
                 self.latency_counts[i] += 1
 
 
+@dataclass(frozen=True)
+class Reuse:
+    """Step 6's answer: a stored record to index as it is, or none (with the stale version it replaces)."""
+
+    record: dict[str, Any] | None = None
+    version_id: str | None = None
+    orphan: dict[str, Any] | None = None  # a version of this segment's bytes the chain moved past, never indexed
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What steps 4-10 did with one segment."""
+
+    row: SegmentRow
+    prev_end: int | None  # end of the camera's previous segment (the gap rule's left side)
+    already: bool  # it was indexed before this attempt
+    orphan: dict[str, Any] | None = None
+
+
 class Ingestor:
     """Ingests one closed segment; every step is idempotent, so it can be re-run after any crash."""
 
@@ -123,31 +142,38 @@ class Ingestor:
             buf = self._buffers.buf = bytearray(need + need // 8)
         return buf
 
-    def _reuse_stored(self, seg: ClosedSegment, key: str, head: ChainHead) -> tuple[dict[str, Any], str | None] | None:
-        """Step 6: the record of an object an earlier attempt already PUT, if it continues the chain."""
+    def _reuse_stored(self, seg: ClosedSegment, key: str, head: ChainHead) -> Reuse:
+        """Step 6: the record of an object an earlier attempt already PUT, if it continues the chain.
+
+        Nothing to reuse when there is no object, or when it holds this file's bytes with a record the
+        chain has since moved past (the earlier attempt's index commit never happened, and a tombstone
+        or, in a cluster, another node's segments took its place): that version was never in the ledger,
+        so the segment is sealed again and stored as a new version that continues the head.
+        """
         stored = self.store.guarded(self.store.stat, key)
         if stored is None:
-            return None
+            return Reuse()
         rec = stored.record or {}
         sha = sha256_file(self.spool.path(seg))[0]
-        if rec.get("sha256") != sha or rec.get("seq") != head.next_seq() or rec.get("prev") != head.hash:
+        if rec.get("sha256") != sha:
             raise ChainConflict(
-                f"{key} already exists in the bucket with a record that does not continue "
-                f"{seg.camera}'s chain at seq {head.next_seq()}; run `nvr reindex` to reconcile"
+                f"{key} already exists in the bucket with other bytes (SHA-256 {str(rec.get('sha256'))[:16]}…, "
+                f"the spool file's is {sha[:16]}…); run `nvr reindex` to reconcile"
             )
-        return rec, stored.version_id  # crash after PUT, before indexing
+        if rec.get("seq") != head.next_seq() or rec.get("prev") != head.hash:
+            return Reuse(orphan={"version_id": stored.version_id, "seq": rec.get("seq"), "seq_now": head.next_seq()})
+        return Reuse(record=rec, version_id=stored.version_id)  # crash after PUT, before indexing
 
-    def _store_and_index(self, seg: ClosedSegment, key: str, fresh: bool) -> tuple[SegmentRow, int | None, bool]:
+    def _store_and_index(self, seg: ClosedSegment, key: str, fresh: bool) -> Stored:
         """Steps 4-10 of one segment, blocking, on an S3 worker thread; call holding the camera's chain lock.
 
         One hand-off per segment instead of one per step: each hop costs a
-        worker wake-up and an event-loop wake-up. Returns (row, end of the
-        camera's previous segment, True when the segment was already indexed).
+        worker wake-up and an event-loop wake-up.
         """
         done = self.index.segment_by_object_key(key)
         if done is not None:  # crash after indexing, before the spool file was removed
             self.spool.remove(seg)
-            return done, None, True
+            return Stored(done, None, already=True)
         path = self.spool.path(seg)
         if not path.exists():
             raise StorageError(f"{seg.camera}/{seg.file}: ticket without its segment file and not in the index")
@@ -157,9 +183,9 @@ class Ingestor:
 
         skeleton = _skeleton(path, seg)
         # A ticket this process wrote, on its first attempt, cannot have an object in S3: no HEAD.
-        reused = None if fresh else self._reuse_stored(seg, key, head)
-        if reused is not None:
-            record, version_id = reused
+        reuse = Reuse() if fresh else self._reuse_stored(seg, key, head)
+        if reuse.record is not None:
+            record, version_id = reuse.record, reuse.version_id
         else:
             if seg.epoch is not None:
                 problem = self.index.cluster.fence_problem(
@@ -182,7 +208,7 @@ class Ingestor:
         row = self.index.insert_segment(record, version_id=version_id, skeleton=skeleton,
                                         fence_skew_ms=self.fence_skew_ms)
         self.spool.remove(seg)
-        return row, prev_end, False
+        return Stored(row, prev_end, already=False, orphan=reuse.orphan)
 
     async def ingest(self, seg: ClosedSegment) -> SegmentRow:
         """Store ``seg`` durably and index it, then remove it from the spool."""
@@ -190,7 +216,7 @@ class Ingestor:
         fresh = self.spool.claim_fresh(seg)  # claimed before the attempt: a retry always HEADs
         try:
             async with self.chain_locks(seg.camera):
-                row, prev_end, already = await self.store.run_raw(self._store_and_index, seg, key, fresh)
+                done = await self.store.run_raw(self._store_and_index, seg, key, fresh)
         except Fenced as e:
             # Never dropped: kept aside where an operator sees it, audited, and the lane goes on.
             where = await asyncio.to_thread(self.spool.quarantine, seg, "fenced")
@@ -199,8 +225,14 @@ class Ingestor:
             log.error("camera %s: %s refused by the lease fence (%s); kept in %s", seg.camera, seg.file, e, where)
             await self.on_event("segment.fenced", seg.camera, {"file": seg.file, "error": str(e), "kept": str(where)})
             raise
-        if already:
+        row, prev_end = done.row, done.prev_end
+        if done.already:
             return row
+        if done.orphan is not None:  # loud: the bucket keeps a version no record names
+            log.warning("camera %s: %s was stored before at seq %s, never indexed; stored again at seq %s",
+                        seg.camera, key, done.orphan["seq"], row.seq)
+            await self.on_event("segment.rechained", seg.camera, {"segment": row.id, "object_key": key,
+                                                                        **done.orphan})
         self.stats.observe(row, seg.closed_ms)
         if self.on_stored is not None:
             await self.on_stored(row)

@@ -42,7 +42,6 @@ from aiohttp import web
 
 from nvr import __version__
 from nvr.api.app import SERVER_OPTIONS, build_app
-from nvr.api.auth import create_token
 from nvr.api.deps import ClipSettings, Services
 from nvr.api.limits import ConcurrencyLimit
 from nvr.api.metrics import HttpMetrics, MetricsSources
@@ -68,6 +67,7 @@ from nvr.recording.registry import CameraRegistry
 from nvr.recording.spoolwatch import SpoolWatch
 from nvr.recording.supervisor import RecorderSupervisor
 from nvr.server.backend import Backend, open_backend
+from nvr.server.demo import DEMO_TOKEN, DEMO_USER, demo_token, demo_user
 from nvr.server.health import alarms, status
 from retention.service import RetentionService, RetentionSettings
 from storage.audit import AuditLog
@@ -107,6 +107,7 @@ class NvrServer:
         self.clip_tmp = cfg.data_dir / "tmp" / "clips"
         self.spoolwatch: SpoolWatch | None = None
         self.http_port: int | None = None
+        self.demo_password: str | None = None  # the demo user's, printed once by ``nvr serve --demo``
         self.pulse = Pulse()  # fired on every segment, ingest, status change
         self.chain_locks = ChainLocks()  # one writer per camera chain (ingest, tombstones, exports); see _start
         self.cluster: ClusterService | None = None  # this node's leases, when [cluster] is enabled
@@ -275,9 +276,11 @@ class NvrServer:
 
         await asyncio.to_thread(fresh_private_dir, self.clip_tmp)
         if self.demo:
-            token = await asyncio.to_thread(_demo_token, backend.index)
+            token = await asyncio.to_thread(demo_token, backend.index)
             print(f"demo admin token (shown once): {token}", flush=True)
-            await self._event("token.create", "demo-admin", {"role": "admin", "by": "serve --demo"})
+            await self._event("token.create", DEMO_TOKEN, {"role": "admin", "by": "serve --demo"})
+            self.demo_password = await asyncio.to_thread(demo_user, backend.index)
+            await self._event("user.update", DEMO_USER, {"changed": ["password", "role", "cameras"], "by": "serve --demo"})
 
         self.exports = ExportService(
             store=backend.store, index=backend.index, keyring=backend.keyring, node_id=backend.node_id,
@@ -480,8 +483,3 @@ def url_token_secret(path: Path) -> bytes:
         raise NvrError(f"{path} holds {len(data)} bytes, a URL-token secret is {SECRET_BYTES}: remove it (links "
                        "signed with it stop working) and restart", kind=Kind.MISCONFIGURED)
     return data
-
-
-def _demo_token(index) -> str:
-    index.revoke_token("demo-admin")
-    return create_token(index, name="demo-admin", role="admin", cameras=None)

@@ -10,6 +10,7 @@ import signal
 from nvr.base.errors import NvrError
 from nvr.config.settings import Config
 from nvr.server.app import NvrServer
+from nvr.server.demo import DEMO_USER
 
 log = logging.getLogger("nvr.app")
 
@@ -28,6 +29,12 @@ async def serve(cfg: Config, *, demo: bool = False, stop: asyncio.Event | None =
     async with NvrServer(cfg, demo=demo) as srv:
         if demo:
             log.info("demo: recording %s", ", ".join(c.id for c in srv.cfg.cameras))
+            host = srv.cfg.server.listen_host
+            host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            host = f"[{host}]" if ":" in host else host
+            # stdout, like the demo token: the person starting the demo reads it; the logs never hold it.
+            print(f"console: http://{host}:{srv.http_port}/  log in as {DEMO_USER!r} with password "
+                  f"{srv.demo_password} (new at every start)", flush=True)
         waits = [asyncio.create_task(stop.wait(), name="stop")]
         waits += [asyncio.create_task(o.failed.wait(), name=f"failed:{o.owner}") for o in srv.tasks]
         try:

@@ -36,9 +36,9 @@ class Walk:
     def __init__(self, api, hold: dict, both: dict, export: dict):
         rows = api.srv.backend.index.segments(B)
         self.segment = rows[1]
-        # A user is no camera's: a camera-scoped token is refused user routes whatever the user (403).
+        # Users and tokens are no camera's: a camera-scoped token is refused their routes whatever the name (403).
         self.ids = {"camera": B, "segment": self.segment.id, "hold": hold["id"], "export": export["id"],
-                    "user": "walk-user"}
+                    "user": "walk-user", "token": "walk-token"}
         # Server-made ids quoted, as JSON shows them: "hold-3" is not "hold-31".
         self.secrets = [B, *(r.sha256 for r in rows[:5]), f'"{hold["id"]}"', f'"{export["id"]}"', "case-walk-b",
                         "reason-walk-b",
@@ -60,6 +60,7 @@ class Walk:
             "LiveLinkCreate": [{"seconds": 60}],
             "UserCreate": [{"name": "walk-user", "role": "viewer", "cameras": [B], "password": "walk-password"}],
             "UserPatch": [{"cameras": [B]}],
+            "TokenCreate": [{"name": "walk-token", "role": "viewer", "cameras": [B]}],
         }
 
     def requests(self, route: Route) -> list[tuple[str, dict[str, Any] | None]]:
@@ -121,7 +122,7 @@ async def test_every_route_shows_a_scoped_token_nothing_of_another_camera(api, w
             twin = await call(api, route.method, walk.missing(path),
                               json.loads(walk.missing(json.dumps(body))) if body is not None else None)
             assert status in (200, 403, 404), f"{where}: {status} {text[:300]}"
-            if route.ids and "user" not in {k.what for k in route.ids.values()}:
+            if route.ids and not {"user", "token"} & {k.what for k in route.ids.values()}:
                 assert status == 404, f"{where}: {status} {text[:300]}"
             if status == 403:  # only the refusal every scoped token gets, whatever the camera
                 assert "camera-scoped token" in text, f"{where}: {text[:300]}"

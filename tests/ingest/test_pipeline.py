@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from nvr.ingest.pipeline import Ingestor
+from nvr.ingest.pipeline import ChainConflict, Ingestor, object_key
 from storage.ledger import verify_chain
 from storage.objectstore import ObjectStore
 from storage.retrieve import open_segment
@@ -103,3 +103,52 @@ async def test_head_only_for_tickets_an_earlier_process_or_attempt_wrote(storage
     assert heads == [row.object_key, again.object_key]
     assert puts == [again.object_key]  # the landed PUT was found and reused, not repeated
     assert [r.seq for r in ing.index.segments("cam")] == [fresh.seq, row.seq, again.seq] == [0, 1, 2]
+
+
+async def test_a_put_whose_index_commit_never_happened_is_stored_again_where_the_chain_is_now(
+        storage_parts, monkeypatch):
+    # A node cut off from its index after the PUT: meanwhile the chain went on (another node's segment).
+    ing, events = storage_parts.ingestor(), []
+    ing.on_event = lambda kind, target, details: events.append((kind, target, details)) or _done()
+    await ing.ingest(spool_segment(ing.spool, "cam", 0))
+    late = spool_segment(ing.spool, "cam", 1)
+    real_insert = ing.index.insert_segment
+
+    def cut_off(*a, **kw):
+        raise Crash("the index stopped answering")
+
+    monkeypatch.setattr(ing.index, "insert_segment", cut_off)
+    with pytest.raises(Crash):
+        await ing.ingest(late)
+    monkeypatch.setattr(ing.index, "insert_segment", real_insert)
+    stale = versions(ing.store, object_key(late))
+    assert len(stale) == 1
+    took_its_seq = await ing.ingest(spool_segment(ing.spool, "cam", 2))
+    assert took_its_seq.seq == 1
+
+    row = await ing.ingest(late)
+    assert row.seq == 2
+    assert verify_chain("cam", ing.index.ledger_records("cam")) == []
+    plain = await ing.store.run(open_segment, ing.store, ing.index, ing.keyring, row)
+    assert hashlib.sha256(plain).hexdigest() == row.sha256
+    # The bucket here keeps no versions ("null"): the stale record was overwritten; a versioned one keeps both.
+    assert [(k, d["seq"], d["seq_now"], d["object_key"]) for k, _, d in events if k == "segment.rechained"] == [
+        ("segment.rechained", 1, 2, row.object_key)]
+    assert (await ing.store.run(ing.store.stat, row.object_key)).record["seq"] == 2
+
+
+async def test_an_object_with_other_bytes_under_the_key_is_a_conflict(storage_parts, monkeypatch):
+    ing = storage_parts.ingestor()
+    seg = spool_segment(ing.spool, "cam", 0)
+    monkeypatch.setattr(ing.index, "insert_segment", lambda *a, **kw: (_ for _ in ()).throw(Crash("cut")))
+    with pytest.raises(Crash):
+        await ing.ingest(seg)
+    monkeypatch.undo()
+    ing.spool.path(seg).write_bytes(b"other bytes" * 300)  # not what was stored under its key
+    with pytest.raises(ChainConflict, match="other bytes"):
+        await ing.ingest(seg)
+    assert ing.index.segments("cam") == [] and ing.spool.next_ticket("cam") == seg
+
+
+async def _done() -> None:
+    return None

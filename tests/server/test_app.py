@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.cookiejar
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.server.backend import open_index
 from storage.embedded_s3 import EmbeddedS3
 from storage.ledger import verify_chain
@@ -88,11 +92,27 @@ async def test_sigkill_mid_run_then_restart_ingests_spool_exactly_once(rtsp, s3,
     assert not list(cfg.spool_dir.rglob("*.mp4"))
 
 
+def _demo_console(stdout: Path) -> tuple[str, str] | None:
+    """The console URL and the demo user's password the demo printed, once it has."""
+    found = re.search(r"console: (http://\S+/)  log in as 'demo' with password (\S+) ", stdout.read_text())
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _console_session(base: str, password: str) -> urllib.request.OpenerDirector:
+    """A logged-in person's browser, as far as cookies go."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    body = json.dumps({"name": "demo", "password": password}).encode()
+    with opener.open(urllib.request.Request(f"{base}api/v1/login", body, {"Content-Type": "application/json"}), timeout=10) as r:
+        assert r.status == 200 and json.load(r)["role"] == "admin"
+    return opener
+
+
 def test_demo_records_within_a_minute_and_fetch_verifies(tmp_path):
     data = tmp_path / "demo"
+    stdout = tmp_path / "demo.out"
     server = subprocess.Popen(
         [sys.executable, "-m", "nvr.cli", "serve", "--demo", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "demo.log", "wb"),
+        stdout=open(stdout, "wb"), stderr=open(tmp_path / "demo.log", "wb"),
     )
     log = tmp_path / "demo.log"
 
@@ -109,6 +129,18 @@ def test_demo_records_within_a_minute_and_fetch_verifies(tmp_path):
         fetched = cli("fetch", rows[0]["id"], "-o", str(out), "--data-dir", str(data))
         assert fetched.returncode == 0, fetched.stderr
         assert hashlib.sha256(out.read_bytes()).hexdigest() == rows[0]["sha256"]
+        # A newcomer opens the console the demo printed, logs in as it said, and finds the camera's minutes and
+        # its live stream (the browser side of both is in tests/console).
+        base, password = until_while_running(server, lambda: _demo_console(stdout), timeout=10, log=log)
+        browser = _console_session(base, password)
+        with browser.open(base, timeout=10) as page:
+            assert b"console.js" in page.read()
+        day = "start=" + ms_to_rfc3339(now_ms() - 600_000) + "&end=" + ms_to_rfc3339(now_ms() + 1000)
+        with browser.open(f"{base}api/v1/cameras/demo-1/timeline?{day}", timeout=10) as r:
+            assert json.load(r)["recorded"]
+        with browser.open(f"{base}api/v1/cameras/demo-1/live.mp4", timeout=20) as r:
+            assert r.read(8)[4:8] == b"ftyp"
+        assert password not in log.read_text()  # printed for the person, never logged
     finally:
         t0 = time.monotonic()
         server.send_signal(2)

@@ -111,7 +111,7 @@ export async function showCamera(app, id, params) {
   const controls = h("div", { class: "controls" },
     [1, 2, 4, 8].map((r) => h("button", { type: "button", dataset: { rate: r }, onclick: () => { for (const p of players) p.video.playbackRate = r; } }, `${r}×`)),
     h("button", { type: "button", id: "pause", onclick: () => { for (const p of players) (main.video.paused ? p.video.play() : p.video.pause()); } }, "play / pause"),
-    h("button", { type: "button", id: "step", onclick: () => { for (const p of players) { p.video.pause(); p.video.currentTime += 1 / 15; } } }, "frame ▸"));
+    h("button", { type: "button", id: "step", onclick: () => { for (const p of players) p.player.step(); } }, "frame ▸"));
 
   app.replaceChildren(h("section", { class: "day" },
     h("h2", {}, `${cam.name || cam.id}: ${day ? `${day} (UTC)` : zoomed ? `${shown(start)} – ${shown(end)}` : "the last 30 minutes"}`), picker, bar,

@@ -32,6 +32,28 @@ export class VodPlayer {
     this.next = 0;
     this.loading = false;
     this.generation = 0;
+    this.frameS = null; // one frame's duration, measured from the frames presented (cameras differ)
+    this._watchFrames();
+  }
+
+  _watchFrames() {
+    if (!this.video.requestVideoFrameCallback) return; // older browsers: frame step falls back to 1/15 s
+    let last = null;
+    const seen = (_now, meta) => {
+      const d = last == null ? 0 : meta.mediaTime - last;
+      // Only consecutive frames of normal playback count: a seek or a skipped frame is not a frame's duration.
+      if (d > 0.001 && d < 0.5 && meta.presentedFrames === this._presented + 1) this.frameS = d;
+      last = meta.mediaTime;
+      this._presented = meta.presentedFrames;
+      this.video.requestVideoFrameCallback(seen);
+    };
+    this.video.requestVideoFrameCallback(seen);
+  }
+
+  // Pause and show the next frame.
+  step() {
+    this.video.pause();
+    this.video.currentTime += this.frameS || 1 / 15;
   }
 
   async load(playlistUrl) {
