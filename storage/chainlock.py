@@ -14,6 +14,10 @@ Within a process that is an :class:`asyncio.Lock` per camera. Nodes of a
 cluster share one PostgreSQL index: there the lock is also the index's
 ``hold("chain:<camera>")``, a session advisory lock, so a node that returns
 with a spool of old segments and the node recording the camera now take turns.
+A node cut off from PostgreSQL while it holds the lock loses it after
+``CHAIN_LAPSE_S`` (the server ends the silent session), so the camera's new holder
+waits that long at most; a healthy holder that outlasts it (a PUT retried against
+a slow S3) only risks a refused insert, which its retry settles.
 On a single node with SQLite, a ``nvr retention run`` from the CLI is kept
 out by the retention lock file instead (see ``retention/scheduler.py``).
 """
@@ -24,6 +28,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+
+# Longer than a healthy seal + PUT + insert of one segment, shorter than the index's statement timeout (30 s),
+# so the new holder's wait for a cut-off node's lock ends before its own statement gives up.
+CHAIN_LAPSE_S = 15.0
 
 
 class ChainLocks:
@@ -46,7 +54,7 @@ class ChainLocks:
             if self._index is None:
                 yield
                 return
-            held = self._index.hold(f"chain:{camera}")
+            held = self._index.hold(f"chain:{camera}", lapse_s=CHAIN_LAPSE_S)
             loop = asyncio.get_running_loop()
             entering = loop.run_in_executor(None, held.__enter__)
             try:

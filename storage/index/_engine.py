@@ -107,12 +107,14 @@ class Engine:
             yield tx
 
     @contextmanager
-    def hold(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None) -> Iterator[bool]:
         """A lock named ``name`` held across transactions (and across work between them) until the block ends.
 
         Yields False when ``wait`` is False and another holder has it. On PostgreSQL a
         session advisory lock on a connection of its own, so processes on several nodes
-        exclude each other; on SQLite (one node) nothing: its callers' in-process locks do.
+        exclude each other; with ``lapse_s`` the server ends that session, and the lock, when
+        it has asked nothing for that long (a holder cut off from the server can't keep the
+        others out). On SQLite (one node) nothing: its callers' in-process locks do.
         """
         yield True
 

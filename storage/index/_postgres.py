@@ -165,20 +165,25 @@ class PostgresEngine(Engine):
     _open_read = _open
 
     @contextmanager
-    def hold(self, name: str, *, wait: bool = True) -> Iterator[bool]:
+    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None) -> Iterator[bool]:
         # A connection lost while held loses the lock with it; the writes it guarded still check the chain
         # head in their own transaction, so the worst is a refused insert, never a fork.
         try:
             with self._holds.connection() as conn:
+                if lapse_s is not None:  # the server ends the session (and the lock) once it asks nothing that long
+                    conn.execute("SELECT set_config('idle_session_timeout', %s, false)", (f"{round(lapse_s * 1000)}",))
                 fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
                 got = conn.execute(f"SELECT {fn}(hashtextextended(%s, 1))", (name,)).fetchone()
                 held = wait or bool(got and got[0])
                 try:
                     yield held
                 finally:
-                    if held and not conn.closed:
+                    if not conn.closed:
                         with contextlib.suppress(psycopg.Error):
-                            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", (name,))
+                            if held:
+                                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 1))", (name,))
+                            if lapse_s is not None:
+                                conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
         except psycopg.Error as e:
             raise _translate(e, self._where) from e
         except psycopg_pool.PoolTimeout as e:

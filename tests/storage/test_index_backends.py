@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -91,3 +92,27 @@ def test_a_read_does_not_wait_for_an_open_write(storage_parts):
     finally:
         release.set()
         t.join(30)
+
+
+def test_a_lock_whose_holder_went_silent_lapses_for_the_others(storage_parts, index_backend):
+    # A node cut off from PostgreSQL while it holds a camera's chain lock: its session asks nothing more.
+    if index_backend != "postgresql":
+        pytest.skip("on SQLite the chain lock is the process's own (one node)")
+    first, other = storage_parts.index, storage_parts.reopen_index_copy()
+    try:
+        with first.hold("chain:cam", lapse_s=1.0) as held:
+            assert held
+            with other.hold("chain:cam", wait=False) as got:
+                assert not got  # held while its holder is alive
+            deadline = time.monotonic() + 10
+            while True:  # the server ends the silent session after 1 s, and its lock with it
+                with other.hold("chain:cam", wait=False) as got:
+                    if got:
+                        break
+                assert time.monotonic() < deadline, "a silent holder kept the lock"
+                time.sleep(0.2)
+        # The lapsed holder's block ends without an error, and the lock can be taken again by anyone.
+        with first.hold("chain:cam", wait=False, lapse_s=1.0) as again:
+            assert again
+    finally:
+        other.close()
