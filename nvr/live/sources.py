@@ -43,6 +43,7 @@ class DirWatch:
         self.dir = directory
         self._fd: int | None = None
         self._event = asyncio.Event()
+        self._wake: asyncio.TimerHandle | None = None
         self._libc = None
         try:
             self._libc = ctypes.CDLL(None, use_errno=True)
@@ -71,18 +72,29 @@ class DirWatch:
         with contextlib.suppress(BlockingIOError, OSError):
             while os.read(self._fd, 65536):  # a few event records: the events themselves don't matter
                 pass
+        # One wake-up a burst: the waiter is woken once the burst is over, not at its first event.
+        if self._wake is None and not self._event.is_set():
+            self._wake = asyncio.get_running_loop().call_later(COALESCE_S, self._set)
+
+    def _set(self) -> None:
+        self._wake = None
         self._event.set()
 
     async def wait(self, poll: float) -> None:
         """Until the directory changes (at most ``SAFETY_S``), or ``poll`` seconds without inotify."""
         watched = self._open()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), SAFETY_S if watched else poll)
-            if watched:
-                await asyncio.sleep(COALESCE_S)
-        self._event.clear()
+        # A timer on the event, not asyncio.wait_for: that makes a task per wait, a few times a second per feed.
+        timer = asyncio.get_running_loop().call_later(SAFETY_S if watched else poll, self._event.set)
+        try:
+            await self._event.wait()
+        finally:
+            timer.cancel()
+            self._event.clear()
 
     def close(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         if self._fd is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._fd)
@@ -174,6 +186,11 @@ class SpoolTail:
                 offset += len(data)
                 for unit in parser.feed(data):
                     yield unit
+                if len(data) == READ_CHUNK:
+                    continue  # there may be more already
+                # Whatever ffmpeg wrote after this read woke the watch (cleared before the read): one hand-off
+                # per fragment, not a second one to find nothing.
+                await self.watch.wait(self.poll)
                 continue
             if newer:
                 # ffmpeg closed this file before it opened the newer one: one last read takes its end.
