@@ -109,7 +109,11 @@ async def test_a_put_whose_index_commit_never_happened_is_stored_again_where_the
         storage_parts, monkeypatch):
     # A node cut off from its index after the PUT: meanwhile the chain went on (another node's segment).
     ing, events = storage_parts.ingestor(), []
-    ing.on_event = lambda kind, target, details: events.append((kind, target, details)) or _done()
+
+    async def sink(kind, target, details):
+        events.append((kind, target, details))
+
+    ing.on_event = sink
     await ing.ingest(spool_segment(ing.spool, "cam", 0))
     late = spool_segment(ing.spool, "cam", 1)
     real_insert = ing.index.insert_segment
@@ -148,7 +152,3 @@ async def test_an_object_with_other_bytes_under_the_key_is_a_conflict(storage_pa
     with pytest.raises(ChainConflict, match="other bytes"):
         await ing.ingest(seg)
     assert ing.index.segments("cam") == [] and ing.spool.next_ticket("cam") == seg
-
-
-async def _done() -> None:
-    return None

@@ -18,6 +18,7 @@ import pytest
 
 from nvr.base.times import ms_to_rfc3339, now_ms
 from nvr.server.backend import open_index
+from nvr.server.demo import DEMO_USER
 from storage.embedded_s3 import EmbeddedS3
 from storage.ledger import verify_chain
 from tests.conftest import make_config, minio_client, running, wait_segments
@@ -94,14 +95,14 @@ async def test_sigkill_mid_run_then_restart_ingests_spool_exactly_once(rtsp, s3,
 
 def _demo_console(stdout: Path) -> tuple[str, str] | None:
     """The console URL and the demo user's password the demo printed, once it has."""
-    found = re.search(r"console: (http://\S+/)  log in as 'demo' with password (\S+) ", stdout.read_text())
+    found = re.search(rf"console: (http://\S+/)  log in as '{DEMO_USER}' with password (\S+) ", stdout.read_text())
     return (found.group(1), found.group(2)) if found else None
 
 
 def _console_session(base: str, password: str) -> urllib.request.OpenerDirector:
     """A logged-in person's browser, as far as cookies go."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    body = json.dumps({"name": "demo", "password": password}).encode()
+    body = json.dumps({"name": DEMO_USER, "password": password}).encode()
     with opener.open(urllib.request.Request(f"{base}api/v1/login", body, {"Content-Type": "application/json"}), timeout=10) as r:
         assert r.status == 200 and json.load(r)["role"] == "admin"
     return opener

@@ -33,6 +33,7 @@ export class VodPlayer {
     this.loading = false;
     this.generation = 0;
     this.frameS = null; // one frame's duration, measured from the frames presented (cameras differ)
+    this._presented = 0; // presentedFrames at the last frame seen
     this._watchFrames();
   }
 
