@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nvr.retention")
 
+# The sweep's cluster lock is pinged while it runs; a node cut off from the index mid-sweep loses it this
+# long after its last ping (the server ends the silent session), so the other nodes' sweeps wait no longer.
+SWEEP_LAPSE_S = 15.0
+
 
 class RetentionBusy(NvrError):
     """Another process (a server, or ``nvr retention run``) owns the sweep of this data dir."""
@@ -244,7 +248,7 @@ class RetentionService:
             return None  # the node holding the sweep's lease runs the scheduled sweep
         async with self._sweep_lock:
             self.sweeping = True
-            held = self.index.hold("retention-sweep", wait=False)
+            held = self.index.hold("retention-sweep", wait=False, lapse_s=SWEEP_LAPSE_S, keepalive=True)
             try:
                 got = await asyncio.to_thread(held.__enter__)
                 try:

@@ -20,7 +20,14 @@ from aiohttp import web
 from nvr.api.auth import principal_of
 from nvr.api.deps import AUDIT, CLIPS, INDEX, READ_SEGMENT
 from nvr.api.problem import Problem
-from nvr.api.shared import client_of, json_reply, not_modified, visible_camera, visible_segment
+from nvr.api.shared import (
+    client_of,
+    json_reply,
+    not_modified,
+    send_buffer,
+    visible_camera,
+    visible_segment,
+)
 from nvr.api.spec import (
     CAMERA,
     CAMERA_ID_SCHEMA,
@@ -160,13 +167,13 @@ async def segment_content(request: web.Request) -> web.Response:
     body = data
     if rng:
         a, b = _byte_range(rng, size)
-        body, status = data[a:b + 1], 206
+        body, status = memoryview(data)[a:b + 1], 206
         headers["Content-Range"] = f"bytes {a}-{b}/{size}"
     await request.app[AUDIT].record("segment.content", row.id, {
         "camera": row.camera, "start": ms_to_rfc3339(row.start_ms), "end": ms_to_rfc3339(row.end_ms),
         "client": client_of(request), "range": rng,
     }, actor=principal_of(request).actor)
-    return web.Response(body=body, status=status, content_type="video/mp4", headers=headers)
+    return await send_buffer(request, body, status=status, headers=headers)
 
 
 # ---------------------------------------------------------------------- clips

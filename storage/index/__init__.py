@@ -91,9 +91,9 @@ class Index(SegmentTables, AuditTables, CatalogTables):
         """Where the index is (a path, or a URL without its password)."""
         return self._engine.describe()
 
-    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None):
+    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None, keepalive: bool = False):
         """A named lock across transactions and processes (see ``Engine.hold``); yields whether it is held."""
-        return self._engine.hold(name, wait=wait, lapse_s=lapse_s)
+        return self._engine.hold(name, wait=wait, lapse_s=lapse_s, keepalive=keepalive)
 
     def listen(self, on_notify, stop) -> None:
         """Block, calling ``on_notify(payload)`` for every cluster notification, until ``stop`` (a threading.Event)."""

@@ -107,14 +107,17 @@ class Engine:
             yield tx
 
     @contextmanager
-    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None) -> Iterator[bool]:
+    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None,
+             keepalive: bool = False) -> Iterator[bool]:
         """A lock named ``name`` held across transactions (and across work between them) until the block ends.
 
         Yields False when ``wait`` is False and another holder has it. On PostgreSQL a
         session advisory lock on a connection of its own, so processes on several nodes
         exclude each other; with ``lapse_s`` the server ends that session, and the lock, when
         it has asked nothing for that long (a holder cut off from the server can't keep the
-        others out). On SQLite (one node) nothing: its callers' in-process locks do.
+        others out); with ``keepalive`` too, a thread asks every ``lapse_s`` / 3 while the
+        block runs, so only a holder cut off loses it. On SQLite (one node) nothing: its
+        callers' in-process locks do.
         """
         yield True
 

@@ -13,6 +13,7 @@ goes to libpq as a keyword, never into a message (:meth:`describe`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,6 +30,8 @@ try:  # an optional dependency for a single node; the error says what to install
     import psycopg_pool
 except ImportError:  # pragma: no cover - the test extras install it
     psycopg = None  # type: ignore[assignment]
+
+log = logging.getLogger("nvr.index")
 
 POOL_SIZE = 8
 # Connections that hold session locks (a chain's writer from its head read through the PUT to the insert):
@@ -165,7 +168,8 @@ class PostgresEngine(Engine):
     _open_read = _open
 
     @contextmanager
-    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None) -> Iterator[bool]:
+    def hold(self, name: str, *, wait: bool = True, lapse_s: float | None = None,
+             keepalive: bool = False) -> Iterator[bool]:
         # A connection lost while held loses the lock with it; the writes it guarded still check the chain
         # head in their own transaction, so the worst is a refused insert, never a fork.
         try:
@@ -175,9 +179,12 @@ class PostgresEngine(Engine):
                 fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
                 got = conn.execute(f"SELECT {fn}(hashtextextended(%s, 1))", (name,)).fetchone()
                 held = wait or bool(got and got[0])
+                pinger = _Pinger(conn, name, lapse_s / 3) if keepalive and held and lapse_s is not None else None
                 try:
                     yield held
                 finally:
+                    if pinger is not None:
+                        pinger.stop()
                     if not conn.closed:
                         with contextlib.suppress(psycopg.Error):
                             if held:
@@ -204,3 +211,28 @@ class PostgresEngine(Engine):
     def close(self) -> None:
         self._holds.close()
         self._pool.close()
+
+
+class _Pinger:
+    """Asks the server something every ``period`` s on a connection holding a lock with a lapse, from a
+    thread of its own: the holder keeps its lock however long its work runs, and loses it ``lapse_s``
+    after it is cut off from the server (the server ends the silent session)."""
+
+    def __init__(self, conn: Any, name: str, period: float):
+        self._conn, self._name, self._period = conn, name, period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"nvr-hold-ping:{name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error as e:
+                # The lock goes with the session; the writes it guarded check the index themselves.
+                log.error("lost the index lock %s: its connection failed (%s)", self._name, type(e).__name__)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self._period + 1.0)

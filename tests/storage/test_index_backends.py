@@ -94,6 +94,30 @@ def test_a_read_does_not_wait_for_an_open_write(storage_parts):
         t.join(30)
 
 
+def test_a_pinged_lock_outlasts_its_lapse(storage_parts, index_backend):
+    # The retention sweep's lock: held for a whole sweep (minutes) with a lapse of seconds.
+    if index_backend != "postgresql":
+        pytest.skip("on SQLite the sweep lock is the process's own (one node)")
+    first, other = storage_parts.index, storage_parts.reopen_index_copy()
+    got: list[bool] = []
+    try:
+        with first.hold("retention-sweep", wait=False, lapse_s=1.0, keepalive=True) as held:
+            assert held
+            waiter = threading.Thread(target=lambda: got.extend(_take(other, "retention-sweep")))
+            waiter.start()
+            waiter.join(4.0)  # four lapses: a silent holder would have lost it after one
+            assert waiter.is_alive() and not got, "a pinged holder lost its lock to a waiter"
+        waiter.join(10)  # released at the block's end: the waiter gets it at once
+        assert got == [True]  # (a holder whose pings stop loses it: the test below)
+    finally:
+        other.close()
+
+
+def _take(index, name: str) -> list[bool]:
+    with index.hold(name) as got:
+        return [bool(got)]
+
+
 def test_a_lock_whose_holder_went_silent_lapses_for_the_others(storage_parts, index_backend):
     # A node cut off from PostgreSQL while it holds a camera's chain lock: its session asks nothing more.
     if index_backend != "postgresql":
