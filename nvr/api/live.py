@@ -53,6 +53,8 @@ from nvr.live.viewer import Retimer, Viewer
 
 log = logging.getLogger("nvr.api.live")
 
+Parts = tuple[bytes, bytes, memoryview]  # a fragment rendered for one viewer (Retimer.parts)
+
 FIRST_PICTURE_S = 10.0  # a recording camera's next fragment comes within a GOP; ten seconds is no camera
 WAIT_STEP_S = 2.0  # how often a waiting session looks at its client and its link
 REVALIDATE_S = 15.0  # how often a session's token (or the link's signer) is checked again
@@ -120,7 +122,7 @@ async def _next(request: web.Request, s: _Session, viewer: Viewer, gone: Callabl
 
 async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveInit], Awaitable[None]],
                   send_init: Callable[[LiveInit], Awaitable[None]],
-                  send_media: Callable[[LiveFragment, bytes, Retimer, Viewer], Awaitable[None]],
+                  send_media: Callable[[LiveFragment, Parts, Retimer, Viewer], Awaitable[None]],
                   gone: Callable[[], bool], one_config: bool) -> None:
     """One live session over either door: limits, the first picture, audits, and the send loop."""
     who, hub, audit = principal_of(request), request.app[LIVE], request.app[AUDIT]
@@ -153,11 +155,12 @@ async def _stream(request: web.Request, s: _Session, *, prepare: Callable[[LiveI
                             break
                         await send_init(fragment.init)
                         config = fragment.init.key
-                    body = retimer.render(fragment, resync=resync)
-                    await send_media(fragment, body, retimer, viewer)
-                    viewer.sent_bytes += len(body)
+                    parts = retimer.parts(fragment, resync=resync)
+                    await send_media(fragment, parts, retimer, viewer)
+                    size = sum(len(p) for p in parts)
+                    viewer.sent_bytes += size
                     viewer.sent_fragments += 1
-                    hub.sent(s.camera, len(body))
+                    hub.sent(s.camera, size)
                     item = await _next(request, s, viewer, gone, checked)
             except (ConnectionError, asyncio.CancelledError) as e:
                 s.reason = "the client left" if not isinstance(e, asyncio.CancelledError) else "cancelled"
@@ -190,8 +193,8 @@ async def live_mp4(request: web.Request) -> web.StreamResponse:
     async def send_init(init: LiveInit) -> None:
         await resp.write(init.data)
 
-    async def send_media(fragment: LiveFragment, body: bytes, retimer: Retimer, viewer: Viewer) -> None:
-        await resp.write(body)
+    async def send_media(fragment: LiveFragment, parts: Parts, retimer: Retimer, viewer: Viewer) -> None:
+        await resp.write(b"".join(parts))
 
     def gone() -> bool:
         return request.transport is None or request.transport.is_closing()
@@ -220,13 +223,13 @@ async def live_ws(request: web.Request) -> web.StreamResponse:
         await ws.send_bytes(framing.encode({"Type": "init", "Content-Type": init.mime,
                                             "X-Init": str(init.generation)}, init.data))
 
-    async def send_media(fragment: LiveFragment, body: bytes, retimer: Retimer, viewer: Viewer) -> None:
+    async def send_media(fragment: LiveFragment, parts: Parts, retimer: Retimer, viewer: Viewer) -> None:
         media_time = retimer.last_start_s
         await ws.send_bytes(framing.encode({
             "Type": "media", "Content-Type": fragment.init.mime, "X-Init": str(fragment.init.generation),
             "X-Sequence": str(fragment.seq), "X-Wall-Clock": ms_to_rfc3339(fragment.wall_ms),
             "X-Wall-Clock-Source": fragment.wall_source, "X-Media-Time": f"{media_time:.6f}",
-            "X-Skipped": str(viewer.skipped)}, body))
+            "X-Skipped": str(viewer.skipped)}, *parts))
 
     def gone() -> bool:
         return ws.closed or (reader is not None and reader.done())

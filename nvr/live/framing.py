@@ -25,14 +25,14 @@ SEPARATOR = b"\r\n\r\n"
 MAX_HEADER = 4096
 
 
-def encode(headers: Mapping[str, str], body: bytes) -> bytes:
-    """One message: ``headers`` (names and values without CR or LF) and ``body``."""
+def encode(headers: Mapping[str, str], *body: bytes | memoryview) -> bytes:
+    """One message: ``headers`` (names and values without CR or LF) and ``body`` (its pieces, joined)."""
     lines = []
     for name, value in headers.items():
-        if any(c in f"{name}{value}" for c in "\r\n") or ":" in name:
+        if "\r" in name or "\n" in name or ":" in name or "\r" in value or "\n" in value:
             raise ValueError(f"header {name!r} can't be framed")
         lines.append(f"{name}: {value}")
-    return "\r\n".join(lines).encode("utf-8") + SEPARATOR + body
+    return b"".join(("\r\n".join(lines).encode("utf-8"), SEPARATOR, *body))
 
 
 def decode(message: bytes) -> tuple[dict[str, str], bytes]:

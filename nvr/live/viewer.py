@@ -81,8 +81,15 @@ class Viewer:
             self._ready.clear()
             if timeout is None:
                 await self._ready.wait()
-            else:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                continue
+            # A timer on the event, not asyncio.wait_for: that makes a task per wait, one a fragment per viewer.
+            timer = asyncio.get_running_loop().call_later(timeout, self._ready.set)
+            try:
+                await self._ready.wait()
+            finally:
+                timer.cancel()
+            if not self._queue and self.ended is None:
+                raise TimeoutError(f"no fragment in {timeout:g} s")
         return self._queue.popleft()
 
 
@@ -97,6 +104,11 @@ class Retimer:
 
     def render(self, f: LiveFragment, *, resync: bool = False) -> bytes:
         """``f``'s bytes for this viewer: a prft, its moof with new decode times and sequence, its mdat."""
+        return b"".join(self.parts(f, resync=resync))
+
+    def parts(self, f: LiveFragment, *, resync: bool = False) -> tuple[bytes, bytes, memoryview]:
+        """:meth:`render`'s bytes in three pieces, the mdat a view onto ``f``'s: each door joins them with
+        its own framing in one copy (a slice and two joins were three copies of a 1080p fragment)."""
         if self._offset is None or resync:
             self._offset = self._next - f.starts_s[f.lead]
         init = f.init.init
@@ -108,7 +120,7 @@ class Retimer:
             self._next = start + f.duration_s
         self._sequence += 1
         moof = rewrite_moof(f.data, f.fragment, decode, self._sequence, {})
-        return b"".join((prft(f.lead, f.wall_ms, decode[f.lead]), moof, f.data[f.fragment.moof_end:]))
+        return prft(f.lead, f.wall_ms, decode[f.lead]), moof, memoryview(f.data)[f.fragment.moof_end:]
 
     @property
     def position_s(self) -> float:
