@@ -1,4 +1,5 @@
-"""A level-free change signal: stages fire it, waiters re-check their condition (used by the API and tests)."""
+"""Waiting on events: a level-free change signal (stages fire it, waiters re-check their condition), and a
+bounded wait on an :class:`asyncio.Event` that makes no task."""
 
 from __future__ import annotations
 
@@ -23,3 +24,14 @@ class Pulse:
                 if predicate():
                     return
                 await event.wait()
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> None:
+    """Until ``event`` is set, or ``timeout`` s pass, when a timer sets it: the caller tells the two apart by
+    its own state. A timer, not ``asyncio.wait_for``, which makes a task per wait: the live path waits once
+    a fragment per feed and per viewer."""
+    timer = asyncio.get_running_loop().call_later(timeout, event.set)
+    try:
+        await event.wait()
+    finally:
+        timer.cancel()

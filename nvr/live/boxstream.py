@@ -65,10 +65,10 @@ class UnitParser:
                     if unit is not None:
                         out.append(unit)
                 pos = end
-            rest = bytes(view[pos:])
+            rest = bytearray(view[pos:])
         finally:
             view.release()
-        self._buf = bytearray(rest)
+        self._buf = rest
         self.consumed += pos
         return out
 

@@ -26,6 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nvr.base.pulse import wait_set
 from nvr.live.boxstream import Unit, UnitParser
 from storage.spool import SEGMENT_RE
 
@@ -83,12 +84,9 @@ class DirWatch:
     async def wait(self, poll: float) -> None:
         """Until the directory changes (at most ``SAFETY_S``), or ``poll`` seconds without inotify."""
         watched = self._open()
-        # A timer on the event, not asyncio.wait_for: that makes a task per wait, a few times a second per feed.
-        timer = asyncio.get_running_loop().call_later(SAFETY_S if watched else poll, self._event.set)
         try:
-            await self._event.wait()
+            await wait_set(self._event, SAFETY_S if watched else poll)
         finally:
-            timer.cancel()
             self._event.clear()
 
     def close(self) -> None:

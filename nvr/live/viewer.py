@@ -20,6 +20,7 @@ import collections
 from fractions import Fraction
 
 from nvr.base.mp4.rewrite import prft, rewrite_moof
+from nvr.base.pulse import wait_set
 from nvr.live.units import LiveFragment
 
 DEFAULT_QUEUE = 4  # fragments (GOPs) a viewer may fall behind before it skips: 4 s at a 1 s GOP
@@ -82,12 +83,7 @@ class Viewer:
             if timeout is None:
                 await self._ready.wait()
                 continue
-            # A timer on the event, not asyncio.wait_for: that makes a task per wait, one a fragment per viewer.
-            timer = asyncio.get_running_loop().call_later(timeout, self._ready.set)
-            try:
-                await self._ready.wait()
-            finally:
-                timer.cancel()
+            await wait_set(self._ready, timeout)
             if not self._queue and self.ended is None:
                 raise TimeoutError(f"no fragment in {timeout:g} s")
         return self._queue.popleft()
@@ -102,13 +98,10 @@ class Retimer:
         self._sequence = 0
         self.last_start_s = 0.0  # where the last fragment rendered starts on the viewer's timeline
 
-    def render(self, f: LiveFragment, *, resync: bool = False) -> bytes:
-        """``f``'s bytes for this viewer: a prft, its moof with new decode times and sequence, its mdat."""
-        return b"".join(self.parts(f, resync=resync))
-
     def parts(self, f: LiveFragment, *, resync: bool = False) -> tuple[bytes, bytes, memoryview]:
-        """:meth:`render`'s bytes in three pieces, the mdat a view onto ``f``'s: each door joins them with
-        its own framing in one copy (a slice and two joins were three copies of a 1080p fragment)."""
+        """``f``'s bytes for this viewer: a prft, its moof with new decode times and sequence, and a view onto
+        its mdat. Each door joins them with its own framing in one copy (a slice and two joins were three
+        copies of a 1080p fragment)."""
         if self._offset is None or resync:
             self._offset = self._next - f.starts_s[f.lead]
         init = f.init.init
